@@ -1,0 +1,1 @@
+"""Networks and pipelines (diffusers ModelMixin/ConfigMixin, DiffusionPipeline)."""
