@@ -295,7 +295,7 @@ class FrameReader:
         self._used = True
         fallback_dt = None
         prev: np.ndarray | None = None
-        last_t = -math.inf
+        last_t = last_decoded_t = -math.inf
         count = 0
         stopped_early = False  # by `end` or `max_frames`, not by the decoder
         try:
@@ -303,6 +303,7 @@ class FrameReader:
                 if self.end is not None and t > self.end + 1e-6:
                     stopped_early = True
                     break
+                last_decoded_t = max(last_decoded_t, t)
                 if (
                     prev is not None
                     and self.drop_duplicates
@@ -327,12 +328,13 @@ class FrameReader:
                 if self.max_frames is not None and count >= self.max_frames:
                     stopped_early = True
                     break
-            if not stopped_early:
-                self._check_complete(last_t)
+            if not stopped_early and count:
+                self._check_complete(last_decoded_t)
         finally:
             self.close()
 
     def _check_complete(self, last_t: float) -> None:
+        # last_t: time of the last decoded frame, kept or dropped as a duplicate
         """Warn when decoding stopped well before the declared end (a truncated file)."""
         frame_time = 1.0 / self.declared_fps if self.declared_fps > 0 else 0.0
         declared = self._declared_duration
@@ -806,3 +808,48 @@ def write_video(
     if suffix not in _WRITERS:
         raise ValueError(f"{path}: unsupported extension; use one of {sorted(_WRITERS)}")
     return _WRITERS[suffix](frames, path, fps, overwrite=overwrite, **options)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m data.video VIDEO...``: what the container claims vs what it holds."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("videos", nargs="+", type=Path)
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
+    parser.add_argument("--cut-threshold", type=float, default=SCENE_CUT_THRESHOLD)
+    args = parser.parse_args(argv)
+    for path in args.videos:
+        info = probe_video(path)
+        video = read_video(path, backend=args.backend, size=MotionConfig().size)
+        steps = np.diff(video.timestamps)
+        print(f"{path}: {info.width}x{info.height} ({video.backend} backend)")
+        print(
+            f"  declared: {info.declared_fps:.3f} fps, {info.declared_frames} frames, "
+            f"{info.declared_duration:.2f} s"
+        )
+        print(
+            f"  decoded:  {len(video) + video.duplicates_dropped} frames, "
+            f"{video.duplicates_dropped} identical repeats dropped, {len(video)} kept over "
+            f"{video.duration:.2f} s = {video.measured_fps:.3f} real fps"
+        )
+        if len(steps):
+            print(
+                f"  frame interval (s): min {steps.min():.4f}  median {np.median(steps):.4f}  "
+                f"max {steps.max():.4f}"
+            )
+        scores = scene_cut_scores(video.frames)
+        cuts = [int(i) + 1 for i in np.flatnonzero(scores > args.cut_threshold)]
+        below = scores[scores <= args.cut_threshold]
+        print(
+            f"  scene cuts (threshold {args.cut_threshold}): at frames {cuts}, scores "
+            f"{[round(float(scores[c - 1]), 3) for c in cuts]}; highest other score "
+            f"{below.max() if len(below) else float('nan'):.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
