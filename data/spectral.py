@@ -48,6 +48,9 @@ Array = Any  # np.ndarray or torch.Tensor
 # would otherwise divide by zero. Equal to the accumulator's lowest histogram edge.
 SCALE_FLOOR = 1e-6
 
+# numpy inputs with at most this many kept bins use a DFT by matrix product (see below).
+_MATMUL_MAX_FREQS = 64
+
 NORMALIZER_FORMAT = "gid-frequency-normalizer"
 ACCUMULATOR_FORMAT = "gid-spectral-stats"
 
@@ -96,8 +99,19 @@ def displacement_to_spectral(disp: Array, num_freqs: int) -> Array:
         parts = torch.view_as_real(coeffs)
         parts = parts.flatten(-2, -1)  # (..., K, H, W, 4): re_x, im_x, re_y, im_y
         return parts.movedim(-1, -3).contiguous()
-    coeffs = np.fft.rfft(np.asarray(disp, dtype=np.float64), axis=-4, norm="forward")
-    coeffs = coeffs[..., :num_freqs, :, :, :]
+    disp = np.asarray(disp, dtype=np.float64)
+    if num_freqs <= _MATMUL_MAX_FREQS:
+        # DFT of the K kept bins as one matrix product: as exact as the FFT in float64 and
+        # several times faster than numpy's FFT along a strided leading axis.
+        real, imag = _dft_matrices(num_frames, num_freqs)  # (K, T) each
+        frames_first = np.moveaxis(disp, -4, 0).reshape(num_frames, -1)  # (T, N)
+        out_shape = (num_freqs, *np.moveaxis(disp, -4, 0).shape[1:])
+        coeffs = (real @ frames_first).reshape(out_shape) + 1j * (imag @ frames_first).reshape(
+            out_shape
+        )
+        coeffs = np.moveaxis(coeffs, 0, -4)
+    else:
+        coeffs = np.fft.rfft(disp, axis=-4, norm="forward")[..., :num_freqs, :, :, :]
     parts = np.stack([coeffs.real, coeffs.imag], axis=-1)  # (..., K, H, W, 2, 2)
     parts = parts.reshape(*parts.shape[:-2], 4)
     return np.ascontiguousarray(np.moveaxis(parts, -1, -3), dtype=np.float32)
@@ -139,13 +153,35 @@ def spectral_to_displacement(spectral: Array, num_frames: int) -> Array:
         coeffs = torch.complex(real.contiguous(), imag.contiguous())
         return torch.fft.irfft(coeffs, n=num_frames, dim=-4, norm="forward")
     parts = np.moveaxis(np.asarray(spectral, dtype=np.float64), -3, -1)
-    parts = parts.reshape(*parts.shape[:-1], 2, 2)
+    parts = parts.reshape(*parts.shape[:-1], 2, 2)  # (..., K, H, W, axis, re/im)
+    if num_freqs <= _MATMUL_MAX_FREQS:
+        # D_t = sum_k w_k (Re S_k cos(2 pi k t / T) - Im S_k sin(2 pi k t / T)), w_k = 2
+        # for the bins that stand for a conjugate pair, 1 for DC and Nyquist; those two
+        # have sin(...) = 0 at every t, so their imaginary parts drop out by themselves.
+        real, imag = _dft_matrices(num_frames, num_freqs)
+        weight = np.full(num_freqs, 2.0)
+        weight[0] = 1.0
+        if nyquist_kept:
+            weight[-1] = 1.0
+        cos = real.T * num_frames * weight  # (T, K)
+        sin = imag.T * num_frames * weight  # (T, K), = -sin(...) * w_k
+        by_freq = np.moveaxis(parts, -5, 0)  # (K, [B,] H, W, axis, re/im)
+        flat_re = by_freq[..., 0].reshape(num_freqs, -1)
+        flat_im = by_freq[..., 1].reshape(num_freqs, -1)
+        disp = (cos @ flat_re + sin @ flat_im).reshape(num_frames, *by_freq.shape[1:-1])
+        return np.moveaxis(disp, 0, -4).astype(np.float32)
     coeffs = parts[..., 0] + 1j * parts[..., 1]
     coeffs[..., 0, :, :, :] = coeffs[..., 0, :, :, :].real
     if nyquist_kept:
         coeffs[..., -1, :, :, :] = coeffs[..., -1, :, :, :].real
     disp = np.fft.irfft(coeffs, n=num_frames, axis=-4, norm="forward")
     return disp.astype(np.float32)
+
+
+def _dft_matrices(num_frames: int, num_freqs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real and imaginary parts of the forward-normalised DFT rows, ``(K, T)`` float64."""
+    angle = 2.0 * np.pi * np.outer(np.arange(num_freqs), np.arange(num_frames)) / num_frames
+    return np.cos(angle) / num_frames, -np.sin(angle) / num_frames
 
 
 def frequency_power_spectrum(spectral: Array) -> np.ndarray:

@@ -236,3 +236,18 @@ def test_accumulator_zero_energy_frequency_and_empty():
     norm = acc.finalize()
     assert norm.scales[0] == pytest.approx(0.25, rel=REL_TOL)
     assert norm.scales[1] == SCALE_FLOOR
+
+
+def test_long_clips_use_the_fft_path_with_the_same_result():
+    # K > 64 takes np.fft instead of the DFT matrix product; both must agree with torch.
+    rng = np.random.default_rng(6)
+    num_frames, num_freqs = 160, 70
+    disp = rng.normal(size=(num_frames, 2, 3, 2))
+    spectral = displacement_to_spectral(disp, num_freqs)
+    np.testing.assert_allclose(
+        spectral, displacement_to_spectral(torch.tensor(disp), num_freqs).numpy(), atol=1e-6
+    )
+    back = spectral_to_displacement(spectral, num_frames)
+    np.testing.assert_allclose(
+        back, spectral_to_displacement(torch.tensor(spectral), num_frames).numpy(), atol=1e-6
+    )
