@@ -43,6 +43,7 @@ import numpy as np
 from data.config import MotionConfig
 from data.io_utils import write_json_atomic, write_npz_atomic
 from data.spectral import displacement_to_spectral, spectral_to_displacement
+from splatting import render_frames
 
 # Frequencies of natural oscillation that the generator draws from (Hz).
 DEFAULT_FREQ_RANGE_HZ = (0.2, 3.0)
@@ -350,60 +351,6 @@ def synthesize_motion(
 
 
 # --------------------------------------------------------------------------------------
-# Rendering: forward warp of the photo
-# --------------------------------------------------------------------------------------
-
-
-def _render(image: np.ndarray, disp: np.ndarray) -> np.ndarray:
-    return forward_warp(image, disp)
-
-
-def forward_warp(image: np.ndarray, disp: np.ndarray) -> np.ndarray:
-    """Forward-warp ``image`` by every field of ``disp``: ``frame_t(p + D_t(p)) = image(p)``.
-
-    Bilinear splatting, average-normalised; where the splats cover less than 0.5 of a
-    pixel (a hole opened by the motion) the photo's own pixel there fills the rest.
-
-    Args:
-        image: ``(H, W, 3)`` uint8.
-        disp: ``(T, H, W, 2)`` pixels.
-
-    Returns:
-        ``(T, H, W, 3)`` uint8.
-    """
-    num_frames, height, width = disp.shape[:3]
-    src = image.astype(np.float32)
-    frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
-    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
-    for t in range(num_frames):
-        x = cols + disp[t, ..., 0]
-        y = rows + disp[t, ..., 1]
-        x0 = np.floor(x).astype(np.int64)
-        y0 = np.floor(y).astype(np.int64)
-        fx, fy = x - x0, y - y0
-        acc = np.zeros((height * width, 4), dtype=np.float64)
-        values = np.concatenate([src, np.ones((height, width, 1), np.float32)], axis=2)
-        for dx, dy, wgt in (
-            (0, 0, (1 - fx) * (1 - fy)),
-            (1, 0, fx * (1 - fy)),
-            (0, 1, (1 - fx) * fy),
-            (1, 1, fx * fy),
-        ):
-            xi, yi = x0 + dx, y0 + dy
-            inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height) & (wgt > 0)
-            index = (yi * width + xi)[inside]
-            weighted = values[inside] * wgt[inside][:, None]
-            for c in range(4):
-                acc[:, c] += np.bincount(index, weights=weighted[:, c], minlength=height * width)
-        acc = acc.reshape(height, width, 4)
-        weight = acc[..., 3:]
-        fill = np.maximum(0.0, 0.5 - weight)
-        out = (acc[..., :3] + fill * src) / (weight + fill)
-        frames[t] = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    return frames
-
-
-# --------------------------------------------------------------------------------------
 # The generator
 # --------------------------------------------------------------------------------------
 
@@ -416,6 +363,7 @@ def synthesize_oscillation(
     freq_range_hz: tuple[float, float] = DEFAULT_FREQ_RANGE_HZ,
     masks: dict[str, np.ndarray] | None = None,
     render: bool = True,
+    renderer: str = "softsplat",
 ) -> SyntheticClip:
     """Animate a still photo with natural-looking oscillation and return its spectral volume.
 
@@ -432,6 +380,9 @@ def synthesize_oscillation(
         masks: region masks to use instead of ``estimate_motion_regions(image)``
             (``{"vegetation", "water"}``, ``(H, W)`` in [0, 1]; a missing one is empty).
         render: False skips the frame rendering (``frames`` is then None).
+        renderer: a method of ``splatting.render_frames``: "softsplat" (default; softmax
+            splatting weighted by motion magnitude, holes filled with the photo's pixel
+            there) or "average" (plain average splatting, faster).
 
     Returns:
         ``SyntheticClip`` (frames, displacement, spectral, motion_mask, metadata).
@@ -447,7 +398,7 @@ def synthesize_oscillation(
 
     displacement, _, modes = synthesize_motion(masks, config, seed, amplitude, freq_range_hz)
     spectral = displacement_to_spectral(displacement, config.num_freqs)
-    frames = _render(image, displacement) if render else None
+    frames = render_frames(image, displacement, renderer) if render else None
     motion_mask = np.clip(sum(masks.values()), 0.0, 1.0).astype(np.float32)
     metadata = {
         "seed": seed if isinstance(seed, int) else None,
