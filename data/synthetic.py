@@ -256,9 +256,9 @@ def _sample_modes(
         if region_bins.size == 0:
             region_bins = bins
         for _ in range(style.num_modes):
-            # Log-uniform frequency, amplitude falling as 1/f with some spread.
-            log_f = rng.uniform(np.log(region_bins[0]), np.log(region_bins[-1] + 1))
-            k = int(region_bins[np.argmin(np.abs(np.log(region_bins + 0.5) - log_f))])
+            # Any bin of the band equally likely, amplitude falling as 1/f with some
+            # spread: the expected power per bin then falls as 1/f^2.
+            k = int(rng.choice(region_bins))
             freq = k * config.fps / config.num_frames
             mode_amp = amplitude * style.amplitude * (f_ref / freq) * rng.uniform(0.5, 1.0)
             scale = style.shape_scale * short
@@ -279,7 +279,7 @@ def _sample_modes(
             shape *= mode_amp / (rms + 1e-6) * np.exp(1j * rng.uniform(0, 2 * np.pi))
             coeff[k] += shape * mask[..., None]
             records.append(
-                {"region": region, "bin": k, "frequency_hz": freq, "amplitude_px": mode_amp}
+                {"region": region, "bin": k, "frequency_hz": freq, "amplitude_px": float(mode_amp)}
             )
     return coeff, records
 
@@ -313,9 +313,10 @@ def synthesize_motion(
         masks: ``{"vegetation", "water"}`` ``(H, W)`` in [0, 1] (a missing one is empty).
         config: T, fps and K.
         seed: seed or generator.
-        amplitude: the 99th percentile of ``|D_t(p)|`` (pixels) over all frames and the
-            pixels where the motion mask is at least half its maximum; the whole field is
-            scaled to it (the modes keep their 1/f ratios).
+        amplitude: pixels; a vegetation mode at frequency f gets an RMS (over its region,
+            x component) of ``amplitude * f_ref / f * U(0.5, 1)``, f_ref the lowest allowed
+            frequency (0.2 Hz by default); water modes 0.3x that. The amplitude is not
+            renormalised per clip, so the 1/f law holds across a dataset too.
         freq_range_hz: frequencies modes are drawn from (on FFT bins only).
 
     Returns:
@@ -333,20 +334,10 @@ def synthesize_motion(
         name: np.clip(np.asarray(masks.get(name, np.zeros(shape)), dtype=np.float32), 0, 1)
         for name in _STYLES
     }
-    coeff, modes = _sample_modes(masks, config, rng, 1.0, freq_range_hz)
+    coeff, modes = _sample_modes(masks, config, rng, amplitude, freq_range_hz)
     spectral = modes_to_spectral(coeff)
     displacement = spectral_to_displacement(spectral, config.num_frames)
     displacement[0] = 0.0  # already 0 up to float rounding; make it exact
-
-    motion_mask = np.clip(sum(masks.values()), 0.0, 1.0)
-    moving = motion_mask >= 0.5 * motion_mask.max()
-    if motion_mask.max() > 0 and modes:
-        magnitude = np.linalg.norm(displacement[::3][:, moving], axis=-1)
-        scale = amplitude / max(float(np.percentile(magnitude, 99)), 1e-12)
-        spectral *= scale
-        displacement *= np.float32(scale)
-        for mode in modes:
-            mode["amplitude_px"] *= scale
     return displacement, spectral, modes
 
 
@@ -374,8 +365,8 @@ def synthesize_oscillation(
         image: ``(H, W, 3)`` uint8 RGB photo.
         config: clip length, frame rate and number of kept frequencies.
         seed: seed or generator for every random choice (deterministic).
-        amplitude: displacement in pixels that 1% of the moving pixels' positions over
-            the clip exceed (99th percentile of ``|D_t(p)|``; see ``synthesize_motion``).
+        amplitude: RMS displacement (pixels) of a vegetation mode at the lowest allowed
+            frequency; higher modes fall as 1/f (see ``synthesize_motion``).
         freq_range_hz: frequencies modes are drawn from (on FFT bins only).
         masks: region masks to use instead of ``estimate_motion_regions(image)``
             (``{"vegetation", "water"}``, ``(H, W)`` in [0, 1]; a missing one is empty).
@@ -432,7 +423,7 @@ def write_synthetic_dataset(
     clips_per_photo: int = 1,
     seed: int = 0,
     config: MotionConfig = MotionConfig(),  # noqa: B008 (frozen dataclass)
-    amplitude_range: tuple[float, float] = (0.8, 3.0),
+    amplitude_range: tuple[float, float] = (1.0, 3.0),
 ) -> list[Path]:
     """Write ``clips_per_photo`` synthetic clips per photo: an mp4 and its exact spectrum.
 
