@@ -452,11 +452,15 @@ def prepare(
     """
     from tqdm import tqdm
 
+    from data.flow import get_flow_estimator
+
     settings = settings or PrepareSettings()
     shard_index, num_shards = shard
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard must be i/n with 0 <= i < n, got {shard_index}/{num_shards}")
     all_videos, root = list_videos(videos)
+    # Fail before any work on a flow method that does not exist or cannot load here.
+    get_flow_estimator(settings.flow_method, **settings.flow_options)
     out = ensure_writable_dir(out)
     _check_settings(out, settings)
 
