@@ -20,6 +20,7 @@ Run from the repository root:  python benchmarks/bench_flow.py
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -47,7 +48,9 @@ ESTIMATORS = {  # label: (method, options)
 
 def smooth_noise(height: int, width: int, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """``(H, W, 2)`` Gaussian-blurred noise scaled to a largest magnitude of 1."""
-    field = cv2.GaussianBlur(rng.standard_normal((height, width, 2)).astype(np.float32), (0, 0), sigma)
+    field = cv2.GaussianBlur(
+        rng.standard_normal((height, width, 2)).astype(np.float32), (0, 0), sigma
+    )
     return field / np.linalg.norm(field, axis=-1).max()
 
 
@@ -94,14 +97,19 @@ def make_clips(args, size: tuple[int, int]) -> list[dict]:
     return clips
 
 
-def time_call(function, repeats: int) -> tuple[float, object]:
+def time_call(repeats: int, function, *args, **kwargs) -> tuple[float, object]:
     """Best wall time of ``repeats`` calls (the least disturbed by other load), and a result."""
     best, result = float("inf"), None
     for _ in range(repeats):
         start = time.perf_counter()
-        result = function()
+        result = function(*args, **kwargs)
         best = min(best, time.perf_counter() - start)
     return best, result
+
+
+def naive_loop(estimator, ref: np.ndarray, frames: np.ndarray) -> list[np.ndarray]:
+    """One independent call per (reference, frame) pair: no per-reference work shared."""
+    return [estimator(ref, frame) for frame in frames]
 
 
 def bench_estimator(estimator, clips: list[dict], args) -> dict:
@@ -110,15 +118,15 @@ def bench_estimator(estimator, clips: list[dict], args) -> dict:
     frames_done = 0
     for clip in clips:
         ref, frames = clip["frames"][0], clip["frames"]
-        elapsed, flow = time_call(lambda: estimator.flow_to_frames(ref, frames), args.repeats)
+        elapsed, flow = time_call(args.repeats, estimator.flow_to_frames, ref, frames)
         seconds["serial"] += elapsed
         elapsed, threaded = time_call(
-            lambda: estimator.flow_to_frames(ref, frames, workers=args.workers), args.repeats
+            args.repeats, estimator.flow_to_frames, ref, frames, workers=args.workers
         )
         seconds["threads"] += elapsed
         if not np.allclose(flow, threaded, atol=1e-4):
             print(f"  note: threaded flow differs from serial for {clip['photo']}")
-        elapsed, _ = time_call(lambda: [estimator(ref, f) for f in frames[1:]], args.repeats)
+        elapsed, _ = time_call(args.repeats, naive_loop, estimator, ref, frames[1:])
         seconds["naive"] += elapsed
         frames_done += len(frames) - 1  # frame 0 is the reference: zero flow, not estimated
         errors[clip["amplitude"]].append(endpoint_error(flow[1:], clip["disp"][1:], args.border))
@@ -170,7 +178,7 @@ def time_untrained_raft(clip: dict, args) -> None:
             path = Path(folder) / f"raft_{name}_random.pth"
             torch.save(build(weights=None).state_dict(), path)
             estimator = get_flow_estimator("raft", weights_path=path, batch_size=4)
-        elapsed, _ = time_call(lambda: estimator.flow_to_frames(ref, frames), 1)
+        elapsed, _ = time_call(1, estimator.flow_to_frames, ref, frames)
         print(f"{'raft-' + name:<14}random weights, speed only: {len(frames) / elapsed:.1f} fps "
               f"on {estimator.device} (torch threads {torch.get_num_threads()}, "
               f"{estimator.num_flow_updates} updates, batch 4)")  # fmt: skip
@@ -193,8 +201,9 @@ def main() -> None:
     args = parser.parse_args()
 
     size = MotionConfig().size
-    print(f"cv2 {cv2.__version__}, cv2 threads {cv2.getNumThreads()}, size {size[0]}x{size[1]}, "
-          f"{args.frames} frames/clip, photos {', '.join(PHOTOS)}")  # fmt: skip
+    print(f"cv2 {cv2.__version__}, cv2 threads {cv2.getNumThreads()}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f} (timings are only meaningful near 0), "
+          f"size {size[0]}x{size[1]}, {args.frames} frames/clip, photos {', '.join(PHOTOS)}")  # fmt: skip
     started = time.perf_counter()
     clips = make_clips(args, size)
     worst = max(inverse_residual(c["disp"], frame=len(c["disp"]) // 4) for c in clips)
@@ -237,7 +246,7 @@ def main() -> None:
                 warped, still = photometric_residual(frames, flow, args.border)
                 parts.append(f"{label} {warped:.2f}")
             print(f"  {name} ({len(frames)} frames): no flow {still:.2f}; " + ", ".join(parts))
-    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
