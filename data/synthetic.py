@@ -20,8 +20,8 @@ approximation (``S_k = sum M_m / 2`` over modes at bin k, ``S_0 = -sum Re M_m``)
 
 What moves is decided from cheap image cues (``estimate_motion_regions``):
 vegetation (green by the excess-green index and textured) sways, mostly horizontally,
-with large smooth mode shapes and amplitude falling as 1/f, as the paper measured on
-real footage; water (blue-ish, textured, below the sky) ripples with small amplitude,
+with large smooth mode shapes and amplitude falling as 1/f (motion power falls steeply
+with frequency in real footage, the paper's Figure 3); water (blue-ish, textured, below the sky) ripples with small amplitude,
 fine travelling-wave shapes and higher frequencies; sky (bright, smooth, near the top)
 and everything else stays still.
 
@@ -323,7 +323,7 @@ def synthesize_motion(
         ``displacement (T, H, W, 2)`` float32 with ``displacement[0] = 0`` exactly,
         ``spectral (K, 4, H, W)`` float64 computed analytically from the modes (equal to
         ``displacement_to_spectral(displacement, K)`` to float32 precision), and one record
-        per mode (region, bin, frequency_hz, amplitude_px after scaling).
+        per mode (region, bin, frequency_hz, amplitude_px: its RMS over the region).
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     shapes = {m.shape for m in masks.values()}
