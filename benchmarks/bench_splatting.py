@@ -1,0 +1,204 @@
+"""Speed of softmax splatting against cv2.remap, measured in one process.
+
+    python benchmarks/bench_splatting.py            # CPU; adds a PyTorch-vs-CuPy table on CUDA
+    python benchmarks/bench_splatting.py --repeats 5 --photo path/to/photo.jpg
+
+Prints, for one 256x160 frame and for a whole clip of T = MotionConfig.num_frames frames
+batched: forward and backward time of ``softsplat(..., mode="soft")`` on the 3-channel
+photo and on 64-channel features, and their ratio to ``cv2.remap`` (bicubic, float32) of
+the same frames. Also the end-to-end renderers (uint8 photo in, uint8 frames out).
+Goals (issue 3): soft splatting of a clip <= 3x cv2.remap per frame on the CPU; backward
+<= 3x forward. Times are the median of --repeats runs after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data.config import MotionConfig  # noqa: E402
+from splatting import cupy_kernel, render_frames, softsplat, softsplat_metric  # noqa: E402
+
+FEATURE_CHANNELS = 64
+
+
+def oscillating_displacements(
+    num_frames: int, height: int, width: int, amplitude: float, seed: int
+) -> np.ndarray:
+    """(T, H, W, 2) float32: smooth random fields oscillating at two frequencies, D_0 = 0."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_frames, dtype=np.float32)[:, None, None, None]
+    disp = np.zeros((num_frames, height, width, 2), dtype=np.float32)
+    for cycles in (2.0, 5.0):
+        coarse = rng.standard_normal((6, 8, 2)).astype(np.float32)
+        field = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+        disp += field[None] * np.sin(2 * np.pi * cycles * t / num_frames)
+    return disp * (amplitude / np.abs(disp).max())
+
+
+def load_photo(path: str | None, width: int, height: int, seed: int) -> np.ndarray:
+    """(H, W, 3) uint8: the photo resized, or a synthetic texture without one."""
+    if path:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"{path}: not an image file (cannot decode)")
+        return cv2.cvtColor(cv2.resize(image, (width, height)), cv2.COLOR_BGR2RGB)
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((height // 8, width // 8, 3)).astype(np.float32)
+    texture = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
+    return (texture * 255).astype(np.uint8)
+
+
+def median_seconds(function, repeats: int, synchronize=lambda: None) -> float:
+    function()
+    synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def remap_seconds(photo: np.ndarray, disp: np.ndarray, repeats: int) -> tuple[float, float]:
+    """Per-frame seconds of cv2.remap bicubic (float32): (call only, map build + call)."""
+    height, width = photo.shape[:2]
+    image = photo.astype(np.float32) / 255.0
+    grid_x, grid_y = np.meshgrid(
+        np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)
+    )
+    maps = [(grid_x - d[..., 0], grid_y - d[..., 1]) for d in disp]
+
+    def call_only():
+        for map_x, map_y in maps:
+            cv2.remap(image, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+
+    def with_maps():
+        for d in disp:
+            cv2.remap(
+                image,
+                grid_x - d[..., 0],
+                grid_y - d[..., 1],
+                cv2.INTER_CUBIC,
+                borderMode=cv2.BORDER_REFLECT_101,
+            )
+
+    n = len(disp)
+    return median_seconds(call_only, repeats) / n, median_seconds(with_maps, repeats) / n
+
+
+def splat_seconds(
+    values: torch.Tensor,
+    flow: torch.Tensor,
+    metric: torch.Tensor,
+    backend: str,
+    repeats: int,
+) -> tuple[float, float]:
+    """Seconds of softsplat soft mode: (forward, backward), for the whole batch."""
+    sync = torch.cuda.synchronize if values.is_cuda else (lambda: None)
+
+    def forward():
+        with torch.no_grad():
+            softsplat(values, flow, metric, "soft", backend=backend)
+
+    leaves = [t.detach().requires_grad_() for t in (values, flow, metric)]
+    state = {}
+
+    def forward_for_backward():
+        state["out"] = softsplat(*leaves, "soft", backend=backend)
+        state["grad"] = torch.ones_like(state["out"])
+
+    def backward():
+        state["out"].backward(state["grad"])
+
+    # The backward time is measured alone: each repeat builds its graph untimed.
+    forward_for_backward()
+    backward()
+    sync()
+    times = []
+    for _ in range(repeats):
+        forward_for_backward()
+        sync()
+        start = time.perf_counter()
+        backward()
+        sync()
+        times.append(time.perf_counter() - start)
+    return median_seconds(forward, repeats, sync), statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photo", default=None, help="photo to render (default: synthetic)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--amplitude", type=float, default=4.0, help="max |displacement|, px")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    config = MotionConfig()
+    width, height, frames = config.width, config.height, config.num_frames
+    photo = load_photo(args.photo, width, height, args.seed)
+    disp = oscillating_displacements(frames, height, width, args.amplitude, args.seed)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, cv2 {cv2.__version__}; "
+        f"{frames} frames of {width}x{height}, max |D| {args.amplitude} px, "
+        f"median of {args.repeats}"
+    )
+
+    remap_call, remap_with_maps = remap_seconds(photo, disp, args.repeats)
+    print(
+        f"cv2.remap bicubic float32, per frame: {remap_call * 1e3:.3f} ms (call only), "
+        f"{remap_with_maps * 1e3:.3f} ms (building the maps from D_t + call)"
+    )
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    generator = torch.Generator().manual_seed(args.seed)
+    for device in devices:
+        backends = ["torch"] + (["cupy"] if device == "cuda" and cupy_kernel.is_available() else [])
+        image = torch.from_numpy(photo).permute(2, 0, 1).float().div(255.0)
+        disp_t = torch.from_numpy(disp)
+        metric = softsplat_metric(disp_t)[None, None]
+        flow = disp_t.permute(0, 3, 1, 2).contiguous()
+        features = torch.rand(1, FEATURE_CHANNELS, height, width, generator=generator)
+        print(f"\nsoftsplat soft on {device}: ms per frame (forward | backward | bwd/fwd)")
+        print(f"{'case':<28}" + "".join(f"{b:>34}" for b in backends) + "   fwd / remap")
+        for name, values in (("3 ch", image[None]), (f"{FEATURE_CHANNELS} ch", features)):
+            for n in (1, frames):
+                case = [
+                    values.expand(n, -1, -1, -1).contiguous().to(device),
+                    flow[:n].to(device),
+                    metric.expand(n, -1, -1, -1).contiguous().to(device),
+                ]
+                row = f"{name + f', {n} frame' + ('s' if n > 1 else ''):<28}"
+                first_forward = None
+                for backend in backends:
+                    forward, backward = splat_seconds(*case, backend, args.repeats)
+                    forward, backward = forward / n, backward / n
+                    first_forward = first_forward or forward
+                    row += f"{forward * 1e3:>12.3f} |{backward * 1e3:>9.3f} |{backward / forward:>6.2f}x"
+                ratio = first_forward / remap_call * (3 / values.shape[1])
+                row += f"   {ratio:.2f}x" if device == "cpu" else ""
+                print(row)
+        print(
+            "(fwd / remap: torch forward per frame over cv2.remap call per frame, per 3 channels)"
+        )
+
+    print("\nrender_frames, whole clip, uint8 photo in and frames out: ms per frame")
+    for method in ("copy", "remap", "average", "softsplat"):
+        seconds = median_seconds(lambda m=method: render_frames(photo, disp, m), args.repeats)
+        print(
+            f"  {method:<10} {seconds / frames * 1e3:8.3f}   ({seconds / frames / remap_call:.2f}x remap call)"
+        )
+
+
+if __name__ == "__main__":
+    main()
