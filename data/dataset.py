@@ -80,7 +80,10 @@ class SpectralVolumeDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         first_frame, spectral = self._load(index)
         image = torch.from_numpy(first_frame).permute(2, 0, 1).float() / 127.5 - 1.0
-        spectral = torch.from_numpy(spectral.astype(np.float32))
+        # numpy here: element-wise work on one sample is faster single-threaded than
+        # through torch's thread pool, and DataLoader workers are single-threaded anyway.
+        spectral = spectral.astype(np.float32)
         if self.normalizer is not None:
             spectral = self.normalizer.normalize(spectral)
+        spectral = torch.from_numpy(np.ascontiguousarray(spectral, dtype=np.float32))
         return {"image": image, "spectral": spectral, "clip_id": self.clips[index]["clip_id"]}
