@@ -1,7 +1,7 @@
 """Time the synthetic oscillation generator per clip, stage by stage.
 
     python benchmarks/bench_synthetic.py [--photo PATH] [--repeats 3] [--picture OUT.png]
-        [--spectrum-photos DIR --clips-per-photo 4 --spectrum-plot OUT.png]
+        [--spectrum-photos DIR --clips-per-photo 4 --spectrum-plot OUT.png] [--flow-check]
 
 Default photo: ../shared/data/photos/permissive/squirrel_cls.jpg when present, else a
 generated green/blue test image. The photo is resized and cropped to the MotionConfig
@@ -13,6 +13,11 @@ the 99th percentile of |D_t|) | region masks (R vegetation, G water, B sky).
 and prints their mean power per frequency with the log-log slope of power vs frequency
 (the generator's amplitudes fall as 1/f, so about -2 is expected), plotted with
 ``--spectrum-plot``.
+``--flow-check`` estimates optical flow (``data.flow.estimate_flow``, DIS) from frame 0 to
+every rendered frame of 4 clips of the photo and compares it with the true displacement
+on moving pixels (8 px border left out): gain = <flow, true> / <true, true> and relative
+RMS error; this is what ``prepare_data.py`` would recover from such a video (before
+any video compression).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.config import MotionConfig  # noqa: E402
 from data.spectral import displacement_to_spectral  # noqa: E402
 from data.synthetic import (  # noqa: E402
+    DEFAULT_AMPLITUDE_RANGE,
     estimate_motion_regions,
     synthesize_motion,
     synthesize_oscillation,
@@ -80,6 +86,7 @@ def main() -> None:
     parser.add_argument("--spectrum-photos", type=Path, default=None)
     parser.add_argument("--clips-per-photo", type=int, default=4)
     parser.add_argument("--spectrum-plot", type=Path, default=None)
+    parser.add_argument("--flow-check", action="store_true")
     args = parser.parse_args()
 
     import torch
@@ -148,8 +155,27 @@ def main() -> None:
         Image.fromarray(np.concatenate(panels, axis=1)).save(args.picture, optimize=True)
         print(f"wrote {args.picture} (frame {t})")
 
+    if args.flow_check:
+        flow_check(image, config)
+
     if args.spectrum_photos is not None:
         spectrum(args.spectrum_photos, args.clips_per_photo, config, args.spectrum_plot)
+
+
+def flow_check(image: np.ndarray, config: MotionConfig, border: int = 8) -> None:
+    from data.flow import estimate_flow
+
+    print("flow (DIS) vs true displacement on moving pixels:")
+    for seed in range(4):
+        clip = synthesize_oscillation(image, config, seed)
+        flow = estimate_flow(clip.frames[0], clip.frames)
+        inner = (slice(None), slice(border, -border), slice(border, -border))
+        moving = clip.motion_mask[inner[1:]] > 0.5
+        true, got = clip.displacement[inner][:, moving], flow[inner][:, moving]
+        gain = float(np.sum(got * true) / np.sum(true * true))
+        error = float(np.sqrt(np.mean((got - true) ** 2) / np.mean(true * true)))
+        rms = float(np.sqrt(np.mean(true * true)))
+        print(f"  seed {seed}: true rms {rms:.2f} px, gain {gain:.2f}, relative error {error:.2f}")
 
 
 def spectrum(folder: Path, clips_per_photo: int, config: MotionConfig, plot: Path | None) -> None:
@@ -162,7 +188,8 @@ def spectrum(folder: Path, clips_per_photo: int, config: MotionConfig, plot: Pat
         _, image = load_photo(path, config)
         for clip_index in range(clips_per_photo):
             rng = np.random.default_rng([index, clip_index])
-            clip = synthesize_oscillation(image, config, rng, rng.uniform(0.8, 3.0), render=False)
+            amplitude = rng.uniform(*DEFAULT_AMPLITUDE_RANGE)
+            clip = synthesize_oscillation(image, config, rng, amplitude, render=False)
             power += frequency_power_spectrum(clip.spectral)
             count += 1
     power /= count

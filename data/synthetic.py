@@ -47,6 +47,10 @@ from splatting import render_frames
 
 # Frequencies of natural oscillation that the generator draws from (Hz).
 DEFAULT_FREQ_RANGE_HZ = (0.2, 3.0)
+# RMS (pixels) of a vegetation mode at the lowest allowed frequency: the default, and the
+# range a dataset draws from (see ``synthesize_motion``).
+DEFAULT_AMPLITUDE = 1.5
+DEFAULT_AMPLITUDE_RANGE = (0.75, 2.25)
 
 
 @dataclass
@@ -219,7 +223,7 @@ class _RegionStyle:
 
 _STYLES = {
     # Leaves and branches: large coherent sway, mostly horizontal, standing modes.
-    "vegetation": _RegionStyle(4, 1.0, 0.3, (0.15, 0.4), (0.0, math.inf), None),
+    "vegetation": _RegionStyle(4, 1.0, 0.4, (0.15, 0.4), (0.0, math.inf), None),
     # Water: small ripples, fine travelling waves, higher frequencies.
     "water": _RegionStyle(3, 0.3, 0.06, (0.7, 1.3), (0.6, math.inf), (0.06, 0.2)),
 }
@@ -304,7 +308,7 @@ def synthesize_motion(
     masks: dict[str, np.ndarray],
     config: MotionConfig = MotionConfig(),  # noqa: B008 (frozen dataclass)
     seed: int | np.random.Generator = 0,
-    amplitude: float = 2.0,
+    amplitude: float = DEFAULT_AMPLITUDE,
     freq_range_hz: tuple[float, float] = DEFAULT_FREQ_RANGE_HZ,
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Modal motion for given region masks: displacement, analytic spectrum and the modes.
@@ -350,7 +354,7 @@ def synthesize_oscillation(
     image: np.ndarray,
     config: MotionConfig = MotionConfig(),  # noqa: B008 (frozen dataclass)
     seed: int | np.random.Generator = 0,
-    amplitude: float = 2.0,
+    amplitude: float = DEFAULT_AMPLITUDE,
     freq_range_hz: tuple[float, float] = DEFAULT_FREQ_RANGE_HZ,
     masks: dict[str, np.ndarray] | None = None,
     render: bool = True,
@@ -423,7 +427,7 @@ def write_synthetic_dataset(
     clips_per_photo: int = 1,
     seed: int = 0,
     config: MotionConfig = MotionConfig(),  # noqa: B008 (frozen dataclass)
-    amplitude_range: tuple[float, float] = (1.0, 3.0),
+    amplitude_range: tuple[float, float] = DEFAULT_AMPLITUDE_RANGE,
 ) -> list[Path]:
     """Write ``clips_per_photo`` synthetic clips per photo: an mp4 and its exact spectrum.
 

@@ -123,7 +123,7 @@ def test_forward_warp_moves_a_bright_dot_to_p_plus_d():
     py, px = 24, 30
     image[py, px] = 255
     masks = {"vegetation": np.ones((height, width), np.float32)}
-    clip = synthesize_oscillation(image, CONFIG, seed=5, amplitude=1.0, masks=masks)
+    clip = synthesize_oscillation(image, CONFIG, seed=7, amplitude=1.5, masks=masks)
     moved = 0
     for t in range(CONFIG.num_frames):
         dx, dy = clip.displacement[t, py, px]
