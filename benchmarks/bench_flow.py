@@ -178,6 +178,7 @@ def time_untrained_raft(clip: dict, args) -> None:
             path = Path(folder) / f"raft_{name}_random.pth"
             torch.save(build(weights=None).state_dict(), path)
             estimator = get_flow_estimator("raft", weights_path=path, batch_size=4)
+        estimator.flow_to_frames(ref, frames[:4])  # warm-up: first calls set up kernels
         elapsed, _ = time_call(1, estimator.flow_to_frames, ref, frames)
         print(f"{'raft-' + name:<14}random weights, speed only: {len(frames) / elapsed:.1f} fps "
               f"on {estimator.device} (torch threads {torch.get_num_threads()}, "
