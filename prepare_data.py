@@ -16,7 +16,14 @@ import argparse
 import sys
 
 from data.config import MotionConfig, parse_size
-from data.prepare import ClipFilters, PrepareSettings, merge, parse_shard, prepare
+from data.prepare import (
+    DEFAULT_DIS_PRESET,
+    ClipFilters,
+    PrepareSettings,
+    merge,
+    parse_shard,
+    prepare,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,7 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--flow-preset",
         default=None,
-        help="DIS preset (ultrafast, fast, medium); default: the estimator's",
+        help=f"DIS preset: ultrafast, fast, medium or fine (default for --flow dis: "
+        f"{DEFAULT_DIS_PRESET}, see docs/FLOW.md)",
     )
     parser.add_argument(
         "--raft-weights",
@@ -137,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         flow_options = {}
         if args.flow_preset is not None:
             flow_options["preset"] = args.flow_preset
+        elif args.flow == "dis":
+            flow_options["preset"] = DEFAULT_DIS_PRESET
         if args.raft_weights is not None:
             flow_options["weights_path"] = args.raft_weights
         settings = PrepareSettings(

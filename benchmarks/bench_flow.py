@@ -40,6 +40,7 @@ ESTIMATORS = {  # label: (method, options)
     "dis-ultrafast": ("dis", {"preset": "ultrafast"}),
     "dis-fast": ("dis", {"preset": "fast"}),
     "dis-medium": ("dis", {"preset": "medium"}),
+    "dis-fine": ("dis", {"preset": "fine"}),
     "farneback": ("farneback", {}),
     "pyflow": ("pyflow", {}),
     "raft": ("raft", {}),

@@ -32,6 +32,9 @@ import numpy as np
 from data.config import MotionConfig
 from data.io_utils import ensure_writable_dir, write_json_atomic, write_npz_atomic
 
+# DIS with its finest level at full resolution: on oscillation whose amplitude varies
+# across the image it halves the error of OpenCV's "medium" (benchmarks/bench_prepare.py).
+DEFAULT_DIS_PRESET = "fine"
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 FORMAT_VERSION = 1
 
@@ -64,7 +67,7 @@ class PrepareSettings:
 
     config: MotionConfig = field(default_factory=MotionConfig)
     flow_method: str = "dis"
-    flow_options: dict = field(default_factory=dict)
+    flow_options: dict = field(default_factory=lambda: {"preset": DEFAULT_DIS_PRESET})
     clip_stride: int | None = None  # frames between clip starts; None: num_frames (no overlap)
     max_clips_per_video: int | None = None
     val_fraction: float = 0.1
@@ -169,14 +172,15 @@ def _process_clip(
     clip: dict,
     frames: np.ndarray,
     timestamps: np.ndarray,
+    sample_ids: np.ndarray,
     out: Path,
     settings: PrepareSettings,
-    measured_fps: float,
 ) -> dict:
     """Resample, filter, estimate flow and write one clip; fill in and return its record.
 
-    ``frames: (N, H, W, 3)`` at the output size and ``timestamps: (N,)`` seconds cover the
-    clip's time range; the clip starts at ``clip["start_s"]``.
+    ``frames: (N, H, W, 3)`` at the output size, ``timestamps: (N,)`` seconds covering the
+    clip's time range (it starts at ``clip["start_s"]``), ``sample_ids: (N,)`` the same id
+    for frames that repeat one real sample.
     """
     from data.flow import estimate_flow
     from data.spectral import displacement_to_spectral
@@ -186,13 +190,15 @@ def _process_clip(
     frames, info = resample_to_fps(
         frames, timestamps, config.fps, num_frames=config.num_frames, start=clip["start_s"]
     )
-    clip["distinct_source_frames"] = info.num_distinct
-    if info.num_distinct < filters.min_distinct_fraction * config.num_frames:
+    distinct = len(np.unique(sample_ids[info.indices]))
+    clip["distinct_source_frames"] = distinct
+    if distinct < filters.min_distinct_fraction * config.num_frames:
+        real_rate = distinct / (clip["end_s"] - clip["start_s"])
         return clip | {
             "status": "rejected",
-            "reason": f"low frame rate: {info.num_distinct} distinct source frames for "
-            f"{config.num_frames} output frames (the video holds ~{measured_fps:.1f} real "
-            f"frames/s, fewer than {config.fps:g})",
+            "reason": f"low frame rate: {distinct} distinct source frames for "
+            f"{config.num_frames} output frames (~{real_rate:.1f} real frames/s, fewer than "
+            f"{filters.min_distinct_fraction:g} x {config.fps:g}; a still scene gives this too)",
         }
     cut_options = {}
     if filters.scene_cut_threshold is not None:
@@ -226,6 +232,21 @@ def _process_clip(
     return clip | {"status": "ok", "file": f"clips/{clip['clip_id']}.npz"}
 
 
+def _real_samples(sample_ids: list[int]) -> list[int]:
+    """Indices of the frames that are real samples: the first of each run of repeats.
+
+    A repeated frame is no new sample of the motion (containers that lie about their rate
+    repeat frames), so its timestamp must not compete in nearest-frame resampling. The
+    newest frame is kept as well: it marks how far the video reaches, and its content is
+    what the video shows at that time.
+    """
+    last = len(sample_ids) - 1
+    return [
+        i for i in range(len(sample_ids))
+        if i == 0 or i == last or sample_ids[i] != sample_ids[i - 1]
+    ]  # fmt: skip
+
+
 def process_video(path: Path, vid: str, split: str, out: Path, settings: PrepareSettings) -> dict:
     """Cut one video into clips, estimate flow, write spectral volumes; return its record.
 
@@ -243,27 +264,30 @@ def process_video(path: Path, vid: str, split: str, out: Path, settings: Prepare
     record = {"video_id": vid, "source": str(path), "split": split, "clips": []}
     started = time.perf_counter()
 
+    # The frames of the clip being filled: (time, frame, id of the real sample it shows).
     times: list[float] = []
     frames: list[np.ndarray] = []
-    first_time = last_time = None
-    num_decoded = 0
-    clip_start = None
+    sample_ids: list[int] = []
+    first_time = last_time = clip_start = None
+    num_decoded = num_samples = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            reader = iter_frames(path, size=config.size)
+            reader = iter_frames(path, size=config.size, drop_duplicates=False)
             for t, frame in reader:
                 num_decoded += 1
-                first_time = t if first_time is None else first_time
+                if first_time is None:
+                    first_time = clip_start = t
                 last_time = t
-                clip_start = t if clip_start is None else clip_start
+                repeat = bool(frames) and np.array_equal(frame, frames[-1])
+                num_samples += not repeat
                 times.append(t)
                 frames.append(frame)
+                sample_ids.append(num_samples)
                 # A clip is ready once a frame at or after its last target time arrived:
                 # the nearest frame to every target time is then in the buffer.
                 while t >= clip_start + clip_span - 1e-9:
-                    index = len(record["clips"])
-                    clip_id = f"{vid}_{index:04d}"
+                    clip_id = f"{vid}_{len(record['clips']):04d}"
                     record["clips"].append(clip_id)
                     if not _clip_record_path(out, clip_id).exists():
                         clip = {
@@ -274,15 +298,20 @@ def process_video(path: Path, vid: str, split: str, out: Path, settings: Prepare
                             "flow": {"method": settings.flow_method,
                                      "options": settings.flow_options},
                         }  # fmt: skip
-                        measured = (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+                        real = _real_samples(sample_ids)
                         clip = _process_clip(
-                            clip, np.stack(frames), np.asarray(times), out, settings, measured
+                            clip,
+                            np.stack([frames[i] for i in real]),
+                            np.asarray([times[i] for i in real]),
+                            np.asarray([sample_ids[i] for i in real]),
+                            out,
+                            settings,
                         )
                         write_json_atomic(_clip_record_path(out, clip_id), clip)
                     clip_start += stride
                     # Keep one frame before the next clip's start: it may be the nearest.
                     keep = max(0, int(np.searchsorted(times, clip_start, side="right")) - 1)
-                    del times[:keep], frames[:keep]
+                    del times[:keep], frames[:keep], sample_ids[:keep]
                     if max_clips is not None and len(record["clips"]) >= max_clips:
                         break
                 if max_clips is not None and len(record["clips"]) >= max_clips:
@@ -299,13 +328,14 @@ def process_video(path: Path, vid: str, split: str, out: Path, settings: Prepare
     record.update(
         status="done",
         decoded_frames=num_decoded,
+        repeated_frames=num_decoded - num_samples,
         duration_s=duration,
-        measured_fps=(num_decoded - 1) / duration if duration > 0 else 0.0,
+        measured_fps=(num_samples - 1) / duration if duration > 0 else 0.0,
         seconds=time.perf_counter() - started,
     )
     if not record["clips"]:
         record["reason"] = (
-            f"too short: {duration:.2f} s of distinct frames, a clip needs {clip_span:.2f} s "
+            f"too short: {duration:.2f} s, a clip needs {clip_span:.2f} s "
             f"({config.num_frames} frames at {config.fps:g} fps)"
         )
     write_json_atomic(_video_record_path(out, vid), record)

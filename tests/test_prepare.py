@@ -72,9 +72,10 @@ def spectral_files(out: Path) -> dict[str, np.ndarray]:
 def test_recovers_known_spectral_volume(synthetic_videos, tmp_path):
     """prepare_data on synthetic video (H.264) recovers the true motion.
 
-    Measured at this size with DIS at full resolution: relative RMS error of the
-    displacement rebuilt from the recovered spectral volume 0.18-0.24, gain 0.85-0.93
-    (flow slightly underestimates); the bounds leave a margin for codec differences.
+    Measured on these four clips (seed 7) with DIS "fine": relative RMS error of the
+    displacement rebuilt from the recovered spectral volume 0.15-0.22, gain 0.89-0.95
+    (flow slightly underestimates). Other seeds give up to 0.42 / 0.66 on one clip of
+    four, where a mode varies faster in space than the flow resolves.
     """
     manifest = prepare(synthetic_videos, tmp_path / "out", settings(), progress=False)
     assert manifest["counts"]["kept"] == 4
@@ -129,7 +130,7 @@ def test_second_run_does_nothing_and_says_so(synthetic_videos, tmp_path):
 def test_other_settings_on_same_folder_are_refused(synthetic_videos, tmp_path):
     prepare(synthetic_videos, tmp_path, settings(), progress=False)
     with pytest.raises(ValueError, match="other settings"):
-        prepare(synthetic_videos, tmp_path, settings(flow_method="farneback"), progress=False)
+        prepare(synthetic_videos, tmp_path, settings(flow_method="farneback", flow_options={}), progress=False)
 
 
 def test_shards_merge_to_the_same_dataset(synthetic_videos, tmp_path):
