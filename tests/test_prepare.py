@@ -130,7 +130,12 @@ def test_second_run_does_nothing_and_says_so(synthetic_videos, tmp_path):
 def test_other_settings_on_same_folder_are_refused(synthetic_videos, tmp_path):
     prepare(synthetic_videos, tmp_path, settings(), progress=False)
     with pytest.raises(ValueError, match="other settings"):
-        prepare(synthetic_videos, tmp_path, settings(flow_method="farneback", flow_options={}), progress=False)
+        prepare(
+            synthetic_videos,
+            tmp_path,
+            settings(flow_method="farneback", flow_options={}),
+            progress=False,
+        )
 
 
 def test_shards_merge_to_the_same_dataset(synthetic_videos, tmp_path):
