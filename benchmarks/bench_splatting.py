@@ -1,20 +1,21 @@
 """Speed of softmax splatting against cv2.remap, measured in one process.
 
     python benchmarks/bench_splatting.py            # CPU; adds a PyTorch-vs-CuPy table on CUDA
-    python benchmarks/bench_splatting.py --repeats 5 --photo path/to/photo.jpg
+    python benchmarks/bench_splatting.py --threads 1 --photo path/to/photo.jpg
 
 Prints, for one 256x160 frame and for a whole clip of T = MotionConfig.num_frames frames
 batched: forward and backward time of ``softsplat(..., mode="soft")`` on the 3-channel
 photo and on 64-channel features, and their ratio to ``cv2.remap`` (bicubic, float32) of
 the same frames. Also the end-to-end renderers (uint8 photo in, uint8 frames out).
 Goals (issue 3): soft splatting of a clip <= 3x cv2.remap per frame on the CPU; backward
-<= 3x forward. Times are the median of --repeats runs after one warm-up.
+<= 3x forward. Times are the best of --repeats runs after one warm-up (the minimum is the
+least disturbed by other processes on a shared machine; the load average is printed).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,16 +59,17 @@ def load_photo(path: str | None, width: int, height: int, seed: int) -> np.ndarr
     return (texture * 255).astype(np.uint8)
 
 
-def median_seconds(function, repeats: int, synchronize=lambda: None) -> float:
+def best_seconds(function, repeats: int, synchronize=lambda: None) -> float:
+    """Minimum wall time of `repeats` calls after one warm-up call."""
     function()
     synchronize()
-    times = []
+    best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         function()
         synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def remap_seconds(photo: np.ndarray, disp: np.ndarray, repeats: int) -> tuple[float, float]:
@@ -94,7 +96,7 @@ def remap_seconds(photo: np.ndarray, disp: np.ndarray, repeats: int) -> tuple[fl
             )
 
     n = len(disp)
-    return median_seconds(call_only, repeats) / n, median_seconds(with_maps, repeats) / n
+    return best_seconds(call_only, repeats) / n, best_seconds(with_maps, repeats) / n
 
 
 def splat_seconds(
@@ -125,33 +127,41 @@ def splat_seconds(
     forward_for_backward()
     backward()
     sync()
-    times = []
+    best_backward = float("inf")
     for _ in range(repeats):
         forward_for_backward()
         sync()
         start = time.perf_counter()
         backward()
         sync()
-        times.append(time.perf_counter() - start)
-    return median_seconds(forward, repeats, sync), statistics.median(times)
+        best_backward = min(best_backward, time.perf_counter() - start)
+        state.clear()
+    return best_seconds(forward, repeats, sync), best_backward
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photo", default=None, help="photo to render (default: synthetic)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch and cv2 (default: theirs)"
+    )
     parser.add_argument("--amplitude", type=float, default=4.0, help="max |displacement|, px")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
     config = MotionConfig()
     width, height, frames = config.width, config.height, config.num_frames
     photo = load_photo(args.photo, width, height, args.seed)
     disp = oscillating_displacements(frames, height, width, args.amplitude, args.seed)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, cv2 {cv2.__version__}; "
-        f"{frames} frames of {width}x{height}, max |D| {args.amplitude} px, "
-        f"median of {args.repeats}"
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), cv2 {cv2.__version__} "
+        f"({cv2.getNumThreads()} threads); {frames} frames of {width}x{height}, "
+        f"max |D| {args.amplitude} px, best of {args.repeats}; "
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
     )
 
     remap_call, remap_with_maps = remap_seconds(photo, disp, args.repeats)
@@ -194,7 +204,7 @@ def main() -> None:
 
     print("\nrender_frames, whole clip, uint8 photo in and frames out: ms per frame")
     for method in ("copy", "remap", "average", "softsplat"):
-        seconds = median_seconds(lambda m=method: render_frames(photo, disp, m), args.repeats)
+        seconds = best_seconds(lambda m=method: render_frames(photo, disp, m), args.repeats)
         print(
             f"  {method:<10} {seconds / frames * 1e3:8.3f}   ({seconds / frames / remap_call:.2f}x remap call)"
         )

@@ -4,11 +4,11 @@ UNVERIFIED ON A GPU SO FAR: no GPU was available while this was written; the tes
 compare it with the PyTorch backend (tests/test_splatting.py) skip without CUDA + CuPy.
 
 This module imports cleanly without CuPy or CUDA; :func:`is_available` says whether the
-kernels can run. :func:`sum_splat` has the same contract as the PyTorch backend's core:
-values (N, C, H, W) and flow (N, 2, H, W), both float32 or float64 CUDA tensors, give
-S[v] (N, C, H, W) = sum over sources p of bilinear(t, p + flow(p)) * v(p), differentiable
-in values and flow. The modes (avg/linear/soft) are built on it in
-:mod:`splatting.softsplat`.
+kernels can run. :func:`splat_forward` and :func:`splat_backward` have the same contract
+as the PyTorch backend's core: values (N, C, H, W) and flow (N, 2, H, W), both float32 or
+float64 CUDA tensors, give S[v] (N, C, H, W) = sum over sources p of
+bilinear(t, p + flow(p)) * v(p), and its gradients. The modes (avg/linear/soft) and the
+autograd Function are in :mod:`splatting.softsplat`, shared with the PyTorch backend.
 
 The kernels are compiled once per dtype (sizes are kernel arguments, not constants), and
 launched on PyTorch's current CUDA stream.
@@ -198,46 +198,44 @@ def _launch(name: str, work_items: int, tensors: list[torch.Tensor], sizes: tupl
         kernel((blocks,), (_THREADS,), (*arrays, *(np.int64(s) for s in sizes)))
 
 
-class _SumSplatCuPy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, values: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        values, flow = values.contiguous(), flow.contiguous()
-        output = torch.zeros_like(values)
-        _launch("splat_forward", values.numel(), [values, flow, output], values.shape)
-        ctx.save_for_backward(values, flow)
-        return output
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        values, flow = ctx.saved_tensors
-        grad_output = grad_output.contiguous()
-        n, _, h, w = values.shape
-        grad_values = grad_flow = None
-        if ctx.needs_input_grad[0]:
-            grad_values = torch.empty_like(values)
-            _launch(
-                "splat_backward_values",
-                values.numel(),
-                [grad_output, flow, grad_values],
-                values.shape,
-            )
-        if ctx.needs_input_grad[1]:
-            grad_flow = torch.empty_like(flow)
-            _launch(
-                "splat_backward_flow",
-                n * h * w,
-                [grad_output, values, flow, grad_flow],
-                values.shape,
-            )
-        return grad_values, grad_flow
-
-
-def sum_splat(values: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Summation splatting with the CUDA kernels: (N, C, H, W), (N, 2, H, W) -> (N, C, H, W).
-
-    Raises:
-        RuntimeError: when CuPy or CUDA is unavailable.
-    """
+def _check() -> None:
     if not is_available():
         raise RuntimeError(f"splatting.cupy_kernel: {unavailable_reason()}")
-    return _SumSplatCuPy.apply(values, flow)
+
+
+def splat_forward(values: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """S[v]: values (N, C, H, W), flow (N, 2, H, W), CUDA float32/64 -> (N, C, H, W)."""
+    _check()
+    values, flow = values.contiguous(), flow.contiguous()
+    output = torch.zeros_like(values)
+    _launch("splat_forward", values.numel(), [values, flow, output], values.shape)
+    return output
+
+
+def splat_backward(
+    grad: torch.Tensor,
+    values: torch.Tensor | None,
+    flow: torch.Tensor,
+    need_values: bool,
+    need_flow: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of S[v] w.r.t. values and flow given dL/dS (N, C, H, W).
+
+    ``values`` is only read (and may be None) when ``need_flow`` is False.
+    """
+    _check()
+    grad, flow = grad.contiguous(), flow.contiguous()
+    n, _, h, w = grad.shape
+    grad_values = grad_flow = None
+    if need_values:
+        grad_values = torch.empty_like(grad)
+        _launch("splat_backward_values", grad.numel(), [grad, flow, grad_values], grad.shape)
+    if need_flow:
+        grad_flow = torch.empty_like(flow)
+        _launch(
+            "splat_backward_flow",
+            n * h * w,
+            [grad, values.contiguous(), flow, grad_flow],
+            grad.shape,
+        )
+    return grad_values, grad_flow
