@@ -205,7 +205,7 @@ def _process_clip(
         cut_options["threshold"] = filters.scene_cut_threshold
     cuts = detect_scene_cuts(frames, **cut_options)
     if cuts:
-        return clip | {"status": "rejected", "reason": f"scene cut at output frame(s) {cuts[:5]}"}
+        return clip | {"status": "rejected", "reason": f"scene cut: at output frame(s) {cuts[:5]}"}
 
     disp = estimate_flow(frames[0], frames, method=settings.flow_method, **settings.flow_options)
     stats = _flow_stats(disp)  # disp: (T, H, W, 2), disp[0] = 0
@@ -270,53 +270,61 @@ def process_video(path: Path, vid: str, split: str, out: Path, settings: Prepare
     sample_ids: list[int] = []
     first_time = last_time = clip_start = None
     num_decoded = num_samples = 0
+
+    def emit_clip() -> None:
+        """Process the clip starting at ``clip_start`` and move on to the next one."""
+        nonlocal clip_start
+        clip_id = f"{vid}_{len(record['clips']):04d}"
+        record["clips"].append(clip_id)
+        if not _clip_record_path(out, clip_id).exists():
+            clip = {
+                "clip_id": clip_id, "video_id": vid, "source": str(path), "split": split,
+                "start_s": clip_start, "end_s": clip_start + clip_span, "fps": config.fps,
+                "num_frames": config.num_frames,
+                "flow": {"method": settings.flow_method, "options": settings.flow_options},
+            }  # fmt: skip
+            real = _real_samples(sample_ids)
+            clip = _process_clip(
+                clip,
+                np.stack([frames[i] for i in real]),
+                np.asarray([times[i] for i in real]),
+                np.asarray([sample_ids[i] for i in real]),
+                out,
+                settings,
+            )
+            write_json_atomic(_clip_record_path(out, clip_id), clip)
+        clip_start += stride
+        # Keep one frame before the next clip's start: it may be the nearest.
+        keep = max(0, int(np.searchsorted(times, clip_start, side="right")) - 1)
+        del times[:keep], frames[:keep], sample_ids[:keep]
+
+    def enough_clips() -> bool:
+        return max_clips is not None and len(record["clips"]) >= max_clips
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            reader = iter_frames(path, size=config.size, drop_duplicates=False)
-            for t, frame in reader:
+            for t, frame in iter_frames(path, size=config.size, drop_duplicates=False):
                 num_decoded += 1
                 if first_time is None:
                     first_time = clip_start = t
                 last_time = t
-                repeat = bool(frames) and np.array_equal(frame, frames[-1])
-                num_samples += not repeat
+                num_samples += not (frames and np.array_equal(frame, frames[-1]))
                 times.append(t)
                 frames.append(frame)
                 sample_ids.append(num_samples)
                 # A clip is ready once a frame at or after its last target time arrived:
                 # the nearest frame to every target time is then in the buffer.
-                while t >= clip_start + clip_span - 1e-9:
-                    clip_id = f"{vid}_{len(record['clips']):04d}"
-                    record["clips"].append(clip_id)
-                    if not _clip_record_path(out, clip_id).exists():
-                        clip = {
-                            "clip_id": clip_id, "video_id": vid, "source": str(path),
-                            "split": split, "start_s": clip_start,
-                            "end_s": clip_start + clip_span, "fps": config.fps,
-                            "num_frames": config.num_frames,
-                            "flow": {"method": settings.flow_method,
-                                     "options": settings.flow_options},
-                        }  # fmt: skip
-                        real = _real_samples(sample_ids)
-                        clip = _process_clip(
-                            clip,
-                            np.stack([frames[i] for i in real]),
-                            np.asarray([times[i] for i in real]),
-                            np.asarray([sample_ids[i] for i in real]),
-                            out,
-                            settings,
-                        )
-                        write_json_atomic(_clip_record_path(out, clip_id), clip)
-                    clip_start += stride
-                    # Keep one frame before the next clip's start: it may be the nearest.
-                    keep = max(0, int(np.searchsorted(times, clip_start, side="right")) - 1)
-                    del times[:keep], frames[:keep], sample_ids[:keep]
-                    if max_clips is not None and len(record["clips"]) >= max_clips:
-                        break
-                if max_clips is not None and len(record["clips"]) >= max_clips:
-                    reader.close()
+                while t >= clip_start + clip_span - 1e-9 and not enough_clips():
+                    emit_clip()
+                if enough_clips():
                     break
+            # The video may end within half a frame interval of the last clip's end: the
+            # last frame is then the nearest to the last target time.
+            if len(times) > 1 and not enough_clips():
+                half_interval = 0.5 * (times[-1] - times[0]) / (len(times) - 1)
+                if last_time + half_interval >= clip_start + clip_span - 1e-9:
+                    emit_clip()
         except ValueError as error:
             if not record["clips"]:
                 record.update(status="failed", reason=str(error))
@@ -360,11 +368,16 @@ def _read_json(path: Path) -> dict:
 
 
 def merge(out: str | Path, num_previews: int = 6) -> dict:
-    """Gather clip records into manifest.json and compute normalisation.json.
+    """Gather clip records into manifest.json and compute normalization.json.
 
     The statistics come from the training split only, across every shard that wrote
-    into ``out``. Also writes the power-spectrum plot and a few flow previews.
+    into ``out``. Also writes the power-spectrum plot and a few flow previews. The
+    manifest is written even when no training clip survived (it says why), and then a
+    ValueError is raised.
     """
+    from PIL import Image
+
+    from data.io_utils import atomic_write
     from data.spectral import (
         SpectralStatsAccumulator,
         frequency_power_spectrum,
@@ -379,46 +392,6 @@ def merge(out: str | Path, num_previews: int = 6) -> dict:
     clips = [_read_json(p) for p in sorted((out / "clips").glob("*.json"))]
     kept = [c for c in clips if c["status"] == "ok"]
     train = [c for c in kept if c["split"] == "train"]
-    if not train:
-        raise ValueError(
-            f"{out}: no training clip survived ({len(clips)} clips, {len(kept)} kept, "
-            f"{sum(v['status'] == 'failed' for v in videos)} unreadable videos); "
-            "see the reasons in manifest.json"
-        )
-
-    accumulator = SpectralStatsAccumulator(config.num_freqs)
-    power = {"train": np.zeros(config.num_freqs), "val": np.zeros(config.num_freqs)}
-    counts = {"train": 0, "val": 0}
-    for clip in kept:
-        spectral = np.load(out / clip["file"])["spectral"].astype(np.float32)
-        if clip["split"] == "train":
-            accumulator.update(spectral)
-        power[clip["split"]] += frequency_power_spectrum(spectral)
-        counts[clip["split"]] += 1
-    normalizer = accumulator.finalize()
-    normalization = normalizer.to_dict()
-    normalization["config"] = config.to_dict()
-    normalization["num_train_clips"] = len(train)
-    write_json_atomic(out / "normalization.json", normalization)
-
-    frequencies = config.frequencies_hz()
-    curves = {
-        f"{split} ({counts[split]} clips)": power[split] / counts[split]
-        for split in power
-        if counts[split]
-    }
-    plot_power_spectrum(curves, frequencies, out / "power_spectrum.png")
-
-    from PIL import Image
-
-    for clip in kept[:num_previews]:
-        data = np.load(out / clip["file"])
-        disp = spectral_to_displacement(data["spectral"].astype(np.float32), config.num_frames)
-        t_max = int(np.argmax(np.abs(disp).mean(axis=(1, 2, 3))))
-        picture = np.concatenate([data["first_frame"], flow_to_color(disp[t_max])], axis=1)
-        preview = out / "previews" / f"{clip['clip_id']}.png"
-        preview.parent.mkdir(exist_ok=True)
-        Image.fromarray(picture).save(preview)
 
     reasons: dict[str, int] = {}
     for clip in clips:
@@ -442,6 +415,45 @@ def merge(out: str | Path, num_previews: int = 6) -> dict:
         "clips": clips,
     }
     write_json_atomic(out / "manifest.json", manifest)
+    if not train:
+        (out / "normalization.json").unlink(missing_ok=True)
+        raise ValueError(
+            f"{out}: no training clip survived ({len(clips)} clips, {len(kept)} kept, "
+            f"rejected: {reasons or 'none'}, {manifest['counts']['failed_videos']} unreadable "
+            "videos); the reasons of each are in manifest.json"
+        )
+
+    accumulator = SpectralStatsAccumulator(config.num_freqs)
+    power = {"train": np.zeros(config.num_freqs), "val": np.zeros(config.num_freqs)}
+    counts = {"train": 0, "val": 0}
+    for clip in kept:
+        spectral = np.load(out / clip["file"])["spectral"].astype(np.float32)
+        if clip["split"] == "train":
+            accumulator.update(spectral)
+        power[clip["split"]] += frequency_power_spectrum(spectral)
+        counts[clip["split"]] += 1
+    normalization = accumulator.finalize().to_dict()
+    normalization["config"] = config.to_dict()
+    normalization["num_train_clips"] = len(train)
+    write_json_atomic(out / "normalization.json", normalization)
+
+    curves = {
+        f"{split} ({counts[split]} clips)": power[split] / counts[split]
+        for split in power
+        if counts[split]
+    }
+    plot_power_spectrum(curves, config.frequencies_hz(), out / "power_spectrum.png")
+
+    for clip in kept[:num_previews]:
+        with np.load(out / clip["file"]) as data:
+            spectral, first_frame = data["spectral"].astype(np.float32), data["first_frame"]
+        disp = spectral_to_displacement(spectral, config.num_frames)  # (T, H, W, 2)
+        t_max = int(np.argmax(np.abs(disp).mean(axis=(1, 2, 3))))
+        picture = np.concatenate([first_frame, flow_to_color(disp[t_max])], axis=1)
+        atomic_write(
+            out / "previews" / f"{clip['clip_id']}.png",
+            lambda tmp, picture=picture: Image.fromarray(picture).save(tmp, format="PNG"),
+        )
     return manifest
 
 
@@ -543,7 +555,7 @@ def prepare(
             "the last shard to finish merges (or run with --merge)"
         )
         return None
-    if not todo and (out / "manifest.json").exists():
+    if not todo and (out / "manifest.json").exists() and (out / "normalization.json").exists():
         log(f"{out}: nothing to do, manifest.json and normalization.json are up to date")
         return _read_json(out / "manifest.json")
     manifest = merge(out)
