@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import math
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -336,3 +339,74 @@ def test_mps_matches_cpu():
     expected = softsplat(input, flow, metric, "soft")
     actual = softsplat(input.to("mps"), flow.to("mps"), metric.to("mps"), "soft")
     torch.testing.assert_close(actual.cpu(), expected, rtol=1e-4, atol=1e-4)
+
+
+# The CUDA kernels' C++ source, compiled for the CPU with stand-ins for the CUDA built-ins
+# (one block per element, atomicAdd as a plain add): checks their indexing and maths
+# against the torch backend where no GPU exists. Not a test of CUDA itself (NVRTC, atomics,
+# streams), which only the GPU tests above cover.
+_EMULATION_PRELUDE = r"""
+#include <cmath>
+using std::floor;
+using std::isfinite;
+#define __global__
+#define __device__
+#define __restrict__
+struct Dim { long long x; };
+static Dim blockIdx, blockDim, threadIdx, gridDim;
+template <typename T> T atomicAdd(T* address, T value) { T old = *address; *address += value; return old; }
+typedef double scalar_t;
+"""
+_EMULATION_LAUNCHERS = r"""
+#define LAUNCH(total, call) \
+    blockDim.x = 1; threadIdx.x = 0; gridDim.x = (total); \
+    for (long long b = 0; b < (total); ++b) { blockIdx.x = b; call; }
+extern "C" void forward(const double* v, const double* f, double* o,
+                        long long N, long long C, long long H, long long W) {
+    LAUNCH(N * C * H * W, splat_forward(v, f, o, N, C, H, W));
+}
+extern "C" void backward_values(const double* g, const double* f, double* gv,
+                                long long N, long long C, long long H, long long W) {
+    LAUNCH(N * C * H * W, splat_backward_values(g, f, gv, N, C, H, W));
+}
+extern "C" void backward_flow(const double* g, const double* v, const double* f, double* gf,
+                              long long N, long long C, long long H, long long W) {
+    LAUNCH(N * H * W, splat_backward_flow(g, v, f, gf, N, C, H, W));
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to emulate the CUDA kernels")
+def test_cuda_kernel_source_matches_torch_backend_on_cpu(tmp_path):
+    source = tmp_path / "kernels.cpp"
+    source.write_text(_EMULATION_PRELUDE + cupy_kernel._KERNELS + _EMULATION_LAUNCHERS)
+    library = tmp_path / "kernels.so"
+    subprocess.run(
+        ["g++", "-std=c++14", "-O1", "-shared", "-fPIC", str(source), "-o", str(library)],
+        check=True,
+    )
+    kernels = ctypes.CDLL(str(library))
+
+    input, flow, _ = random_case(n=2, c=3, h=7, w=9, spread=4.0, seed=15)
+    flow[0, 0, 1, 2] = float("nan")
+    flow[1, 1, 3, 3] = float("inf")
+    grad = torch.rand_like(input)
+    sizes = [ctypes.c_longlong(s) for s in input.shape]
+
+    def pointer(tensor):
+        return ctypes.c_void_p(tensor.data_ptr())
+
+    output = torch.zeros_like(input)
+    kernels.forward(pointer(input), pointer(flow), pointer(output), *sizes)
+    grad_values = torch.zeros_like(input)
+    kernels.backward_values(pointer(grad), pointer(flow), pointer(grad_values), *sizes)
+    grad_flow = torch.zeros_like(flow)
+    kernels.backward_flow(pointer(grad), pointer(input), pointer(flow), pointer(grad_flow), *sizes)
+
+    expected = softsplat_module._torch_splat_forward(input, flow)
+    expected_values, expected_flow = softsplat_module._torch_splat_backward(
+        grad, input, flow, True, True
+    )
+    torch.testing.assert_close(output, expected.contiguous())
+    torch.testing.assert_close(grad_values, expected_values.contiguous())
+    torch.testing.assert_close(grad_flow, expected_flow.contiguous())
