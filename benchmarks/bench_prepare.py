@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.config import MotionConfig  # noqa: E402
 from data.dataset import SpectralVolumeDataset  # noqa: E402
-from data.prepare import PrepareSettings, prepare  # noqa: E402
+from data.prepare import DEFAULT_DIS_PRESET, PrepareSettings, prepare  # noqa: E402
 from data.spectral import spectral_to_displacement  # noqa: E402
 from data.synthetic import write_synthetic_dataset  # noqa: E402
 
@@ -74,7 +74,7 @@ def main() -> None:
     )
     parser.add_argument("--clips-per-photo", type=int, default=1)
     parser.add_argument("--flow", default="dis")
-    parser.add_argument("--flow-preset", default=None)
+    parser.add_argument("--flow-preset", default=None, help="default for dis: prepare_data's")
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", default=None, help="keep the videos and prepared data here")
@@ -93,7 +93,9 @@ def main() -> None:
         write_synthetic_dataset(photos, videos, args.clips_per_photo, args.seed, config)
     synth_seconds = time.perf_counter() - started
 
-    options = {"preset": args.flow_preset} if args.flow_preset else {}
+    options = {}
+    if args.flow_preset or args.flow == "dis":
+        options["preset"] = args.flow_preset or DEFAULT_DIS_PRESET
     settings = PrepareSettings(config=config, flow_method=args.flow, flow_options=options)
     started = time.perf_counter()
     manifest = prepare(videos, out, settings, num_workers=args.num_workers, progress=False)

@@ -85,5 +85,5 @@ class SpectralVolumeDataset(Dataset):
         spectral = spectral.astype(np.float32)
         if self.normalizer is not None:
             spectral = self.normalizer.normalize(spectral)
-        spectral = torch.from_numpy(np.ascontiguousarray(spectral, dtype=np.float32))
+        spectral = torch.from_numpy(spectral)
         return {"image": image, "spectral": spectral, "clip_id": self.clips[index]["clip_id"]}

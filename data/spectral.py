@@ -288,16 +288,23 @@ class FrequencyNormalizer:
         scale = self._scale_like(spectral)
         if _is_torch(spectral):
             return torch.sign(spectral) * torch.sqrt(spectral.abs() / scale)
-        spectral = np.asarray(spectral, dtype=np.float64)
-        return (np.sign(spectral) * np.sqrt(np.abs(spectral) / scale)).astype(np.float32)
+        # float32 throughout, in place on one buffer: this runs once per training sample.
+        spectral = np.asarray(spectral, dtype=np.float32)
+        out = np.abs(spectral)
+        out *= (1.0 / scale).astype(np.float32)
+        np.sqrt(out, out=out)
+        return np.copysign(out, spectral, out=out)
 
     def denormalize(self, normalized: Array) -> Array:
         """Normalised values -> pixels: ``S = sign(S') * S'^2 * s_f``."""
         scale = self._scale_like(normalized)
         if _is_torch(normalized):
             return normalized * normalized.abs() * scale
-        normalized = np.asarray(normalized, dtype=np.float64)
-        return (normalized * np.abs(normalized) * scale).astype(np.float32)
+        normalized = np.asarray(normalized, dtype=np.float32)
+        out = np.abs(normalized)
+        out *= normalized
+        out *= scale.astype(np.float32)
+        return out
 
     def to_dict(self) -> dict:
         data: dict[str, Any] = {
