@@ -1,0 +1,203 @@
+"""Frame-synthesis model (models/frame_synthesis.py) and its training pairs (data/frame_pairs.py)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import data.frame_pairs as frame_pairs
+from data.frame_pairs import FramePairDataset
+from data.video import write_mp4
+from models.frame_synthesis import FrameSynthesisModel
+
+TINY = {"block_out_channels": (4, 6, 8), "grid_columns": 2}
+
+
+def tiny_model(seed: int = 0, **overrides) -> FrameSynthesisModel:
+    torch.manual_seed(seed)
+    return FrameSynthesisModel(**{**TINY, **overrides}).eval()
+
+
+def smooth_flow(
+    n: int, height: int, width: int, amplitude: float = 2.0, seed: int = 0
+) -> torch.Tensor:
+    """(n, 2, H, W) smooth random displacement in pixels."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(n, 2, 3, 4, generator=g) * amplitude
+    return torch.nn.functional.interpolate(
+        coarse, size=(height, width), mode="bicubic", align_corners=False
+    )
+
+
+def test_shapes_range_and_any_size():
+    model = tiny_model()
+    for height, width in [(32, 48), (31, 45), (17, 9)]:
+        image = torch.rand(2, 3, height, width)
+        out = model(image, smooth_flow(2, height, width))
+        assert out.shape == (2, 3, height, width)
+        assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_zero_flow_is_finite_and_close_to_the_photo_untrained():
+    model = tiny_model()
+    image = torch.rand(1, 3, 30, 45)
+    out = model(image, torch.zeros(1, 2, 30, 45))
+    assert torch.isfinite(out).all()
+    # The last layer starts near zero, so the untrained model is the splatted photo.
+    assert (out - image).abs().max() < 0.05
+
+
+def test_gradients_reach_every_parameter():
+    model = tiny_model().train()
+    image, flow = torch.rand(2, 3, 32, 48), smooth_flow(2, 32, 48)
+    out = model(image, flow)
+    torch.nn.functional.l1_loss(out, torch.rand_like(out)).backward()
+    missing = [
+        n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
+    assert not missing, missing
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = tiny_model(metric_scale=3.0)
+    model.save_pretrained(tmp_path)
+    loaded = FrameSynthesisModel.from_pretrained(tmp_path).eval()
+    assert tuple(loaded.config.block_out_channels) == tuple(model.config.block_out_channels)
+    image, flow = torch.rand(1, 3, 32, 48), smooth_flow(1, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(model(image, flow), loaded(image, flow))
+
+
+def _clip(t: int = 5, height: int = 30, width: int = 45):
+    rng = np.random.default_rng(0)
+    photo = (rng.random((height, width, 3)) * 255).astype(np.uint8)
+    disp = smooth_flow(t, height, width, seed=1).permute(0, 2, 3, 1).numpy()  # (T, H, W, 2)
+    return photo, disp
+
+
+def test_encode_once_path_equals_per_frame_forward():
+    model = tiny_model()
+    photo, disp = _clip()
+    image = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    flows = torch.from_numpy(disp).permute(0, 3, 1, 2)
+    metric = torch.linalg.vector_norm(flows, dim=1, keepdim=True).mean(0, keepdim=True)  # clip-wide
+    with torch.no_grad():
+        naive = torch.cat([model(image, f[None], metric) for f in flows])
+        features = model.encode(image).expand(len(flows))
+        fast = model.decode(
+            features, model.splat(features, flows, metric.expand(len(flows), -1, -1, -1))
+        )
+    assert (naive - fast).abs().max() < 1e-5
+    frames = model.render_frames(photo, disp, batch_size=2)
+    expected = (naive * 255 + 0.5).clamp(0, 255).permute(0, 2, 3, 1).to(torch.uint8).numpy()
+    assert frames.shape == (5, 30, 45, 3) and frames.dtype == np.uint8
+    assert np.abs(frames.astype(int) - expected).max() <= 1  # rounding at .5 only
+
+
+def test_render_frames_batch_size_and_input_types_agree():
+    model = tiny_model()
+    photo, disp = _clip()
+    reference = model.render_frames(photo, disp, batch_size=1)
+    for batch_size in (2, 16):
+        assert (
+            np.abs(
+                model.render_frames(photo, disp, batch_size=batch_size).astype(int) - reference
+            ).max()
+            <= 1
+        )
+    as_tensors = model.render_frames(torch.from_numpy(photo), torch.from_numpy(disp))
+    assert np.abs(as_tensors.astype(int) - reference).max() <= 1
+    float_image = torch.from_numpy(photo).permute(2, 0, 1).float() / 255
+    assert np.abs(model.render_frames(float_image, disp).astype(int) - reference).max() <= 1
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = tiny_model()
+    image = torch.rand(1, 3, 32, 48)
+    with pytest.raises(ValueError, match="does not match the image"):
+        model(image, torch.zeros(1, 2, 32, 40))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model(image, torch.full((1, 2, 32, 48), float("nan")))
+    with pytest.raises(ValueError, match=r"flow must be \(N, 2, H, W\)"):
+        model(image, torch.zeros(1, 3, 32, 48))
+    with pytest.raises(ValueError, match=r"image must be \(N, 3, H, W\)"):
+        model(torch.rand(1, 4, 32, 48), torch.zeros(1, 2, 32, 48))
+    with pytest.raises(ValueError, match="metric"):
+        model(image, torch.zeros(1, 2, 32, 48), torch.zeros(1, 1, 8, 8))
+    photo, disp = _clip()
+    with pytest.raises(ValueError, match="displacements must be"):
+        model.render_frames(photo, disp[:, :-1])
+    with pytest.raises(ValueError, match="uint8"):
+        model.render_frames(photo.astype(np.float32), disp)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.render_frames(photo, disp, batch_size=0)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _write_photos(folder, n: int = 2, size=(64, 48)) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        photo = cv2.GaussianBlur(
+            (rng.random((size[1], size[0], 3)) * 255).astype(np.uint8), (0, 0), 1.0
+        )
+        photo[..., 1] = np.maximum(photo[..., 1], 140)  # green: the synthesiser animates it
+        cv2.imwrite(str(folder / f"photo{i}.png"), photo)
+
+
+def test_dataset_items_from_photos_are_exact_pairs(tmp_path):
+    _write_photos(tmp_path / "photos")
+    ds = FramePairDataset(
+        photos=tmp_path / "photos", resolution=24, size=(48, 32), frames_per_photo=2, num_frames=30
+    )
+    assert len(ds) == 2
+    item = ds[0]
+    assert item["image"].shape == (3, 24, 24) and item["target"].shape == (3, 24, 24)
+    assert item["flow"].shape == (2, 24, 24) and item["flow"].dtype == torch.float32
+    assert 0 <= item["image"].min() and item["image"].max() <= 1
+    again = ds[0]
+    assert all(
+        torch.equal(item[k], again[k]) for k in item
+    )  # deterministic per (seed, epoch, index)
+    changed = []
+    for epoch in range(1, 4):  # new crops/flips/frames per epoch
+        ds.set_epoch(epoch)
+        changed.append(any(not torch.equal(item[k], ds[0][k]) for k in item))
+    assert any(changed)
+    with pytest.raises(ValueError, match="at least one"):
+        FramePairDataset()
+    with pytest.raises(ValueError, match="resolution"):
+        FramePairDataset(photos=tmp_path / "photos", resolution=64, size=(48, 32))
+
+
+def test_pairs_and_videos_cache_their_flow(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur((rng.random((40, 60, 3)) * 255).astype(np.uint8), (0, 0), 1.5)
+    (tmp_path / "pairs").mkdir()
+    cv2.imwrite(str(tmp_path / "pairs" / "sceneA.png"), base)
+    cv2.imwrite(str(tmp_path / "pairs" / "sceneB.png"), np.roll(base, 2, axis=1))
+    cv2.imwrite(str(tmp_path / "pairs" / "aloneGT.png"), base)  # no partner: skipped
+    (tmp_path / "videos").mkdir()
+    frames = np.stack([cv2.cvtColor(np.roll(base, s, axis=1), cv2.COLOR_BGR2RGB) for s in range(6)])
+    write_mp4(frames, tmp_path / "videos" / "clip.mp4", fps=10)
+    cache = tmp_path / "cache"
+    kwargs = {
+        "resolution": 16,
+        "size": (48, 32),
+        "max_gap": 2,
+        "window_stride": 2,
+        "cache_dir": cache,
+    }
+    ds = FramePairDataset(videos=tmp_path / "videos", pairs=tmp_path / "pairs", **kwargs)
+    assert len(ds) == 3 + 2  # windows at frames 0, 2, 4; pair in both directions
+    assert len(list(cache.glob("*.npz"))) == 5
+    # A second dataset reads the cache: estimating flow again would fail here.
+    monkeypatch.setattr(
+        frame_pairs, "estimate_flow", lambda *a, **k: pytest.fail("flow recomputed")
+    )
+    again = FramePairDataset(videos=tmp_path / "videos", pairs=tmp_path / "pairs", **kwargs)
+    assert all(torch.equal(ds[i][k], again[i][k]) for i in range(len(ds)) for k in ds[i])

@@ -1,0 +1,115 @@
+"""train_frame_synthesis.py: a few steps on generated photos, checkpoints, resume, kill, NaN."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import train_frame_synthesis as train
+from models.frame_synthesis import FrameSynthesisModel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        photo = cv2.GaussianBlur((rng.random((48, 64, 3)) * 255).astype(np.uint8), (0, 0), 1.0)
+        photo[..., 1] = np.maximum(photo[..., 1], 140)  # green: the synthesiser animates it
+        cv2.imwrite(str(folder / f"photo{i}.png"), photo)
+    return folder
+
+
+def tiny_args(photos: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return [
+        "--photos", str(photos), "--output_dir", str(out), "--frame_size", "48x32",
+        "--resolution", "24", "--block_out_channels", "4,6,8", "--grid_columns", "2",
+        "--frames_per_photo", "2", "--train_batch_size", "2", "--lr_warmup_steps", "0",
+        "--max_train_steps", str(steps), "--checkpointing_steps", "1",
+        "--checkpoints_total_limit", "2", "--validation_steps", "2", "--report_to", "none",
+        "--num_validation_images", "2", *extra,
+    ]  # fmt: skip
+
+
+def adam_step(checkpoint: Path) -> int:
+    state = torch.load(checkpoint / "optimizer.bin", weights_only=False)["state"]
+    return int(next(iter(state.values()))["step"])
+
+
+def test_train_three_steps_then_resume_latest(photos, tmp_path):
+    out = tmp_path / "run"
+    assert train.main(tiny_args(photos, out, 3, "--use_ema")) == 0
+    assert [p.name for p in train.list_checkpoints(out)] == ["checkpoint-2", "checkpoint-3"]
+    assert adam_step(out / "checkpoint-3") == 3
+    assert (out / "validation" / "step-000002.png").is_file()
+    model = FrameSynthesisModel.from_pretrained(out)
+    assert tuple(model.config.block_out_channels) == (4, 6, 8)
+
+    # Resume: continues at step 3 with the saved optimizer state (Adam's step count goes on).
+    assert (
+        train.main(tiny_args(photos, out, 5, "--use_ema", "--resume_from_checkpoint", "latest"))
+        == 0
+    )
+    assert [p.name for p in train.list_checkpoints(out)] == ["checkpoint-4", "checkpoint-5"]
+    assert adam_step(out / "checkpoint-5") == 5
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(photos, tmp_path, monkeypatch):
+    real_loss, calls = train.compute_loss, []
+
+    def loss_nan_at_step_2(pred, target, weight):
+        calls.append(1)
+        loss, parts = real_loss(pred, target, weight)
+        return (loss * float("nan") if len(calls) == 2 else loss), parts
+
+    monkeypatch.setattr(train, "compute_loss", loss_nan_at_step_2)
+    out = tmp_path / "nan"
+    assert train.main(tiny_args(photos, out, 3)) == 1
+    assert [p.name for p in train.list_checkpoints(out)] == ["checkpoint-1"]
+    assert not (out / "config.json").exists()  # no final model from a diverged run
+
+
+def test_bad_flags_are_refused(photos, tmp_path):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--output_dir", str(tmp_path)])  # no data source
+    with pytest.raises(SystemExit):
+        train.parse_args(["--photos", str(photos), "--perceptual_weight", "0.1"])
+
+
+@pytest.mark.slow
+def test_killed_run_resumes(photos, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, str(ROOT / "train_frame_synthesis.py"), *tiny_args(photos, out, 1000)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        # checkpoint-2 existing means checkpoint-1 was complete.
+        while not (out / "checkpoint-2").exists():
+            assert proc.poll() is None, "training exited early"
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.2)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_at = max(int(p.name.split("-")[1]) for p in train.list_checkpoints(out))
+    steps = killed_at + 2
+    result = subprocess.run(
+        [*cmd[:2], *tiny_args(photos, out, steps, "--resume_from_checkpoint", "latest")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Resuming from" in result.stdout + result.stderr
+    assert train.list_checkpoints(out)[-1].name == f"checkpoint-{steps}"
+    assert adam_step(out / f"checkpoint-{steps}") == steps
+    assert (out / "diffusion_pytorch_model.safetensors").is_file()
