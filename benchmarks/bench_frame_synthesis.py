@@ -1,0 +1,136 @@
+"""Rendering speed of the frame-synthesis model vs the softmax-splatting baseline renderer.
+
+    python benchmarks/bench_frame_synthesis.py            # 150 frames at 256x160, CPU
+    python benchmarks/bench_frame_synthesis.py --frames 32 --channels_last
+
+Prints, measured in one process on one clip (a random textured photo moved by smooth
+oscillating displacements of at most ~4 px):
+
+* frames per second of ``FrameSynthesisModel.render_frames`` (reference size, untrained
+  weights: speed does not depend on them) and of ``splatting.render_frames(...,
+  "softsplat")``, and their ratio;
+* the share of the model's time in the encoder (once per photo), the splatting of the
+  three pyramid levels and the GridNet decoder (per frame), from a loop that does what
+  ``render_frames`` does with a timer around each stage.
+
+The load average is printed: this machine is shared, so absolute figures are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.frame_synthesis import DEFAULT_BATCH_SIZE, FrameSynthesisModel  # noqa: E402
+from splatting import render_frames  # noqa: E402
+
+
+def make_clip(frames: int, width: int, height: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A textured (H, W, 3) uint8 photo and (T, H, W, 2) smooth oscillating displacements."""
+    g = torch.Generator().manual_seed(seed)
+    photo = torch.nn.functional.interpolate(
+        torch.rand(1, 3, height // 4, width // 4, generator=g), (height, width)
+    )
+    photo = (photo[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    shapes = torch.nn.functional.interpolate(
+        torch.randn(2, 2, 4, 6, generator=g), (height, width), mode="bicubic", align_corners=False
+    )  # two modes, (2, 2, H, W)
+    t = torch.arange(frames, dtype=torch.float32)[:, None, None, None]
+    disp = 1.5 * (
+        shapes[0] * torch.sin(2 * torch.pi * t / 30) + shapes[1] * torch.sin(2 * torch.pi * t / 12)
+    )
+    return photo, disp.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+@torch.inference_mode()
+def stage_times(
+    model: FrameSynthesisModel, photo: np.ndarray, disp: np.ndarray, batch_size: int
+) -> dict:
+    """Seconds in encode / splat / decode for the whole clip (render_frames' loop, timed)."""
+    image = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    d = torch.from_numpy(disp)
+    metric = torch.linalg.vector_norm(d, dim=-1).mean(0)[None, None]
+    times = {"encode": 0.0, "splat": 0.0, "decode": 0.0}
+    start = time.perf_counter()
+    features = model.encode(image)
+    times["encode"] = time.perf_counter() - start
+    for i in range(0, len(d), batch_size):
+        flow = d[i : i + batch_size].permute(0, 3, 1, 2)
+        n = flow.shape[0]
+        batch = features.expand(n)
+        start = time.perf_counter()
+        splatted = model.splat(batch, flow, metric.expand(n, -1, -1, -1))
+        times["splat"] += time.perf_counter() - start
+        start = time.perf_counter()
+        model.decode(batch, splatted)
+        times["decode"] += time.perf_counter() - start
+    return times
+
+
+@torch.inference_mode()
+def gflop(fn, photo: np.ndarray) -> float:
+    """Floating-point operations counted by torch's FlopCounterMode (convolutions, matmuls)."""
+    if fn.__name__ == "encode":
+        photo = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    with FlopCounterMode(display=False) as counter:
+        fn(photo)
+    return counter.get_total_flops() / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--size", type=str, default="256x160", help="WxH")
+    parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--channels_last", action="store_true", help="channels_last memory format")
+    parser.add_argument("--block_out_channels", type=str, default="32,64,96", help="model size")
+    parser.add_argument("--grid_columns", type=int, default=6)
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+
+    torch.manual_seed(0)
+    channels = tuple(int(c) for c in args.block_out_channels.split(","))
+    model = FrameSynthesisModel(block_out_channels=channels, grid_columns=args.grid_columns).eval()
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    photo, disp = make_clip(args.frames, width, height)
+    print(f"clip: {args.frames} frames {width}x{height}, batch {args.batch_size}, "
+          f"torch threads {torch.get_num_threads()}, channels_last {args.channels_last}, "
+          f"model {channels} x {args.grid_columns} columns, {sum(p.numel() for p in model.parameters()):,} parameters")  # fmt: skip
+    encode_gflop = gflop(model.encode, photo)
+    frame_gflop = gflop(lambda x: model.render_frames(x, disp[:1]), photo) - encode_gflop
+    print(f"GFLOP (multiply-add = 2): encode {encode_gflop:.2f} once, {frame_gflop:.2f} per frame")
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    model.render_frames(photo, disp[:2], batch_size=2)  # warm-up
+    render_frames(photo, disp[:2], "softsplat")
+
+    start = time.perf_counter()
+    model.render_frames(photo, disp, batch_size=args.batch_size)
+    model_s = time.perf_counter() - start
+    start = time.perf_counter()
+    render_frames(photo, disp, "softsplat", batch_size=args.batch_size)
+    base_s = time.perf_counter() - start
+    stages = stage_times(model, photo, disp, args.batch_size)
+    total = sum(stages.values())
+
+    print(f"FrameSynthesisModel.render_frames: {model_s:.2f} s, {args.frames / model_s:.2f} fps")
+    print(f"splatting.render_frames('softsplat'): {base_s:.2f} s, {args.frames / base_s:.2f} fps")
+    print(f"model / baseline time ratio: {model_s / base_s:.1f}x")
+    print(f"stages (separate timed pass, {total:.2f} s): " + ", ".join(
+        f"{k} {v:.2f} s ({100 * v / total:.1f}%)" for k, v in stages.items()))  # fmt: skip
+    print(f"per frame: splat {1000 * stages['splat'] / args.frames:.1f} ms, "
+          f"decode {1000 * stages['decode'] / args.frames:.1f} ms; encode once {1000 * stages['encode']:.1f} ms")  # fmt: skip
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
