@@ -59,21 +59,22 @@ def load_photo(path: str | None, width: int, height: int, seed: int) -> np.ndarr
     return (texture * 255).astype(np.uint8)
 
 
+def timed(function, synchronize=lambda: None) -> float:
+    synchronize()
+    start = time.perf_counter()
+    function()
+    synchronize()
+    return time.perf_counter() - start
+
+
 def best_seconds(function, repeats: int, synchronize=lambda: None) -> float:
     """Minimum wall time of `repeats` calls after one warm-up call."""
     function()
-    synchronize()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return min(timed(function, synchronize) for _ in range(repeats))
 
 
-def remap_seconds(photo: np.ndarray, disp: np.ndarray, repeats: int) -> tuple[float, float]:
-    """Per-frame seconds of cv2.remap bicubic (float32): (call only, map build + call)."""
+def remap_function(photo: np.ndarray, disp: np.ndarray, build_maps: bool):
+    """cv2.remap bicubic (float32) of every frame of disp; maps prebuilt or built per call."""
     height, width = photo.shape[:2]
     image = photo.astype(np.float32) / 255.0
     grid_x, grid_y = np.meshgrid(
@@ -95,8 +96,7 @@ def remap_seconds(photo: np.ndarray, disp: np.ndarray, repeats: int) -> tuple[fl
                 borderMode=cv2.BORDER_REFLECT_101,
             )
 
-    n = len(disp)
-    return best_seconds(call_only, repeats) / n, best_seconds(with_maps, repeats) / n
+    return with_maps if build_maps else call_only
 
 
 def splat_seconds(
@@ -105,38 +105,32 @@ def splat_seconds(
     metric: torch.Tensor,
     backend: str,
     repeats: int,
-) -> tuple[float, float]:
-    """Seconds of softsplat soft mode: (forward, backward), for the whole batch."""
+    reference=None,
+) -> tuple[float, float, float]:
+    """Best seconds of softsplat soft mode (forward, backward) and of `reference`.
+
+    The three are measured in turn within each repeat, so that a change of machine load
+    during the run affects numerator and denominator of their ratios alike. The backward
+    pass is timed alone (its forward pass is built untimed).
+    """
     sync = torch.cuda.synchronize if values.is_cuda else (lambda: None)
+    leaves = [t.detach().requires_grad_() for t in (values, flow, metric)]
 
     def forward():
         with torch.no_grad():
             softsplat(values, flow, metric, "soft", backend=backend)
 
-    leaves = [t.detach().requires_grad_() for t in (values, flow, metric)]
-    state = {}
+    def backward_seconds() -> float:
+        output = softsplat(*leaves, "soft", backend=backend)
+        return timed(lambda: output.backward(torch.ones_like(output)), sync)
 
-    def forward_for_backward():
-        state["out"] = softsplat(*leaves, "soft", backend=backend)
-        state["grad"] = torch.ones_like(state["out"])
-
-    def backward():
-        state["out"].backward(state["grad"])
-
-    # The backward time is measured alone: each repeat builds its graph untimed.
-    forward_for_backward()
-    backward()
-    sync()
-    best_backward = float("inf")
+    reference = reference or (lambda: None)
+    forward(), backward_seconds(), reference()  # warm-up
+    best = [float("inf")] * 3
     for _ in range(repeats):
-        forward_for_backward()
-        sync()
-        start = time.perf_counter()
-        backward()
-        sync()
-        best_backward = min(best_backward, time.perf_counter() - start)
-        state.clear()
-    return best_seconds(forward, repeats, sync), best_backward
+        times = (timed(forward, sync), backward_seconds(), timed(reference))
+        best = [min(b, t) for b, t in zip(best, times, strict=True)]
+    return best[0], best[1], best[2]
 
 
 def main() -> None:
@@ -164,7 +158,8 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
     )
 
-    remap_call, remap_with_maps = remap_seconds(photo, disp, args.repeats)
+    remap_call = best_seconds(remap_function(photo, disp, False), args.repeats) / frames
+    remap_with_maps = best_seconds(remap_function(photo, disp, True), args.repeats) / frames
     print(
         f"cv2.remap bicubic float32, per frame: {remap_call * 1e3:.3f} ms (call only), "
         f"{remap_with_maps * 1e3:.3f} ms (building the maps from D_t + call)"
@@ -180,7 +175,8 @@ def main() -> None:
         flow = disp_t.permute(0, 3, 1, 2).contiguous()
         features = torch.rand(1, FEATURE_CHANNELS, height, width, generator=generator)
         print(f"\nsoftsplat soft on {device}: ms per frame (forward | backward | bwd/fwd)")
-        print(f"{'case':<28}" + "".join(f"{b:>34}" for b in backends) + "   fwd / remap")
+        header = "".join(f"{b:>34}" for b in backends)
+        print(f"{'case':<22}{header}" + ("   remap | fwd/remap" if device == "cpu" else ""))
         for name, values in (("3 ch", image[None]), (f"{FEATURE_CHANNELS} ch", features)):
             for n in (1, frames):
                 case = [
@@ -188,26 +184,41 @@ def main() -> None:
                     flow[:n].to(device),
                     metric.expand(n, -1, -1, -1).contiguous().to(device),
                 ]
-                row = f"{name + f', {n} frame' + ('s' if n > 1 else ''):<28}"
-                first_forward = None
+                # The reference: cv2.remap of the same n frames, scaled to the channels.
+                reference = remap_function(photo, disp[:n], False) if device == "cpu" else None
+                row = f"{name + f', {n} frame' + ('s' if n > 1 else ''):<22}"
                 for backend in backends:
-                    forward, backward = splat_seconds(*case, backend, args.repeats)
+                    forward, backward, remap = splat_seconds(
+                        *case, backend, args.repeats, reference
+                    )
                     forward, backward = forward / n, backward / n
-                    first_forward = first_forward or forward
-                    row += f"{forward * 1e3:>12.3f} |{backward * 1e3:>9.3f} |{backward / forward:>6.2f}x"
-                ratio = first_forward / remap_call * (3 / values.shape[1])
-                row += f"   {ratio:.2f}x" if device == "cpu" else ""
+                    row += f"{forward * 1e3:>13.3f} |{backward * 1e3:>9.3f} |{backward / forward:>6.2f}x"
+                if device == "cpu":
+                    remap = remap / n * values.shape[1] / 3  # per frame, per as many channels
+                    row += f"  {remap * 1e3:>6.3f} | {forward / remap:>5.2f}x"
                 print(row)
-        print(
-            "(fwd / remap: torch forward per frame over cv2.remap call per frame, per 3 channels)"
-        )
+        if device == "cpu":
+            print(
+                "(remap: cv2.remap of the same frames measured in turn with each case, "
+                "times channels/3; fwd/remap: torch forward over it)"
+            )
 
+    # Renderers measured in turn within each repeat, like the cases above.
     print("\nrender_frames, whole clip, uint8 photo in and frames out: ms per frame")
-    for method in ("copy", "remap", "average", "softsplat"):
-        seconds = best_seconds(lambda m=method: render_frames(photo, disp, m), args.repeats)
+    methods = ("copy", "remap", "average", "softsplat")
+    best = dict.fromkeys(methods, float("inf"))
+    for method in methods:
+        render_frames(photo, disp, method)  # warm-up
+    for _ in range(args.repeats):
+        for method in methods:
+            seconds = timed(lambda m=method: render_frames(photo, disp, m))
+            best[method] = min(best[method], seconds / frames)
+    for method in methods:
         print(
-            f"  {method:<10} {seconds / frames * 1e3:8.3f}   ({seconds / frames / remap_call:.2f}x remap call)"
+            f"  {method:<10} {best[method] * 1e3:8.3f}   "
+            f"({best[method] / best['remap']:.2f}x the remap renderer)"
         )
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

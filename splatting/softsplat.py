@@ -351,8 +351,8 @@ class _Softsplat(torch.autograd.Function):
 #
 # Layout: values of a chunk of n images are viewed channel-major, (C, n*H*W), and the
 # target is a padded buffer (C, n*Hp*Wp). The four corners of every source sit at index
-# offsets 0, 1, Wp, Wp+1 from its top-left corner; forward is an index_add_ along dim 1
-# of the weighted values per corner, backward gathers the output gradient at the same
+# offsets 0, 1, Wp, Wp+1 from its top-left corner; forward is one index_add_ along dim 1
+# of the weighted values (C, 4*n*H*W), backward gathers the output gradient at the same
 # indices (index_select) and recombines it with the weights and their derivatives.
 # --------------------------------------------------------------------------------------
 
@@ -429,14 +429,11 @@ def _torch_splat_forward(values: torch.Tensor, flow: torch.Tensor) -> torch.Tens
     n, c, h, w = values.shape
     base, _, weights, wp = _geometry(flow.contiguous())
     hp = h + 2 * _PAD
-    # Corner k is added into a view of the target shifted by its offset, so the four
-    # index_add_ calls share one index; one scratch buffer holds the weighted values.
-    flat_values = _channel_major(values)
-    contribution = torch.empty_like(flat_values)
+    # One index_add_ for all four corners: index (4*n*H*W,), values (C, 4*n*H*W).
+    index = (base + _corner_offsets(wp, base.device)).view(-1)
+    contributions = _channel_major(values).unsqueeze(1) * weights  # (C, 4, n*H*W)
     target = values.new_zeros(c, n * hp * wp)
-    for offset, weight in zip((0, 1, wp, wp + 1), weights, strict=True):
-        torch.mul(flat_values, weight, out=contribution)
-        target[:, offset:].index_add_(1, base, contribution)
+    target.index_add_(1, index, contributions.view(c, -1))
     padded = target.view(c, n, hp, wp)
     return padded[:, :, _PAD : _PAD + h, _PAD : _PAD + w].transpose(0, 1)
 
