@@ -147,8 +147,10 @@ def test_bad_inputs_raise_value_error():
         render_frames(photo, disp, batch_size=0)
 
 
-def test_full_clip_renders_in_chunks():
-    config = MotionConfig()
+def _render_clip(scale: int) -> None:
+    """A clip of num_frames frames at the default size divided by `scale`, in chunks."""
+    base = MotionConfig()
+    config = MotionConfig(width=base.width // scale, height=base.height // scale)
     rng = np.random.default_rng(2)
     photo = rng.integers(0, 256, (config.height, config.width, 3), dtype=np.uint8)
     t = np.arange(config.num_frames, dtype=np.float32)[:, None, None, None]
@@ -159,3 +161,12 @@ def test_full_clip_renders_in_chunks():
     frames = render_frames(photo, disp, "softsplat", batch_size=16)
     assert frames.shape == (config.num_frames, config.height, config.width, 3)
     assert np.array_equal(frames[0], photo)  # D_0 = 0
+
+
+def test_clip_renders_in_chunks():
+    _render_clip(scale=4)
+
+
+@pytest.mark.slow
+def test_full_size_clip_renders_in_chunks():
+    _render_clip(scale=1)
