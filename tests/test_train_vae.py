@@ -134,9 +134,9 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(prepared, tmp_path):
     assert not (out / "vae").exists()
 
 
-def run_cli(*args: str, launcher: list[str] | None = None, **kwargs) -> subprocess.Popen:
+def run_cli(*args: str, launcher: list[str] | None = None, **env_extra: str) -> subprocess.Popen:
     command = [*(launcher or [sys.executable]), str(ROOT / "train_vae.py"), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **env_extra}
     return subprocess.Popen(
         command,
         cwd=ROOT,
@@ -144,7 +144,6 @@ def run_cli(*args: str, launcher: list[str] | None = None, **kwargs) -> subproce
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        **kwargs,
     )
 
 
@@ -173,12 +172,18 @@ def test_kill_then_resume_loses_nothing(prepared, tmp_path):
 
 @pytest.mark.slow
 def test_two_process_data_parallel_on_cpu(prepared, tmp_path):
-    """accelerate launch --cpu --num_processes 2 (gloo): trains, checkpoints, saves once."""
+    """Two CPU processes (gloo) train, checkpoint and save once.
+
+    With accelerate 1.15, ``accelerate launch --cpu --num_processes 2`` starts ONE process
+    (its simple launcher), and ``--multi_gpu`` alone on a machine without GPUs starts two
+    unconnected rank-0 copies; ``--multi_gpu`` with ACCELERATE_USE_CPU=1 is what works.
+    """
     out = tmp_path / "ddp"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
     process = run_cli("--train_data_dir", str(prepared), "--output_dir", str(out), *TINY,
-                      "--max_train_steps", "3", "--checkpointing_steps", "2", launcher=launcher)  # fmt: skip
+                      "--max_train_steps", "3", "--checkpointing_steps", "2", launcher=launcher,
+                      ACCELERATE_USE_CPU="1")  # fmt: skip
     log, _ = process.communicate(timeout=300)
     assert process.returncode == 0, log
     assert "2 process(es)" in log
