@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     # Training loop. Crops come from a generator seeded by (seed, step, process), so a
-    # resumed run sees the crops the uninterrupted run would have seen.
+    # resumed run draws the crops the uninterrupted run would have drawn; a resumed run
+    # starts a new pass over the data (the order of the interrupted epoch is not replayed).
     global_step = first_step
     progress = tqdm(
         range(max_train_steps),
@@ -397,9 +398,7 @@ def main(argv: list[str] | None = None) -> None:
                 logger.info(f"step {global_step}: validation L1 {val_l1:.4f} (normalised units)")
             if global_step >= max_train_steps:
                 break
-        else:
-            continue
-        if not math.isfinite(mean_loss):
+        if not math.isfinite(mean_loss):  # the loop above broke on a NaN/inf loss
             last = list_checkpoints(output_dir)
             accelerator.end_training()
             raise SystemExit(
