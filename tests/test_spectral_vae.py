@@ -25,6 +25,15 @@ from models.spectral_vae import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is faster than two fighting over a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_vae(factor: int = 4) -> AutoencoderKL:
     torch.manual_seed(0)
     channels = default_block_out_channels(factor, base_channels=8)
