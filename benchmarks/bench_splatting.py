@@ -27,7 +27,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.config import MotionConfig  # noqa: E402
-from splatting import cupy_kernel, render_frames, softsplat, softsplat_metric  # noqa: E402
+from splatting import (  # noqa: E402
+    cupy_kernel,
+    numba_kernel,
+    render_frames,
+    softsplat,
+    softsplat_metric,
+)
 
 FEATURE_CHANNELS = 64
 
@@ -168,7 +174,11 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     generator = torch.Generator().manual_seed(args.seed)
     for device in devices:
-        backends = ["torch"] + (["cupy"] if device == "cuda" and cupy_kernel.is_available() else [])
+        backends = ["torch"]
+        if device == "cuda" and cupy_kernel.is_available():
+            backends.append("cupy")
+        if device == "cpu" and numba_kernel.is_available():
+            backends.append("numba")
         image = torch.from_numpy(photo).permute(2, 0, 1).float().div(255.0)
         disp_t = torch.from_numpy(disp)
         metric = softsplat_metric(disp_t)[None, None]
@@ -176,7 +186,8 @@ def main() -> None:
         features = torch.rand(1, FEATURE_CHANNELS, height, width, generator=generator)
         print(f"\nsoftsplat soft on {device}: ms per frame (forward | backward | bwd/fwd)")
         header = "".join(f"{b:>34}" for b in backends)
-        print(f"{'case':<22}{header}" + ("   remap | fwd/remap" if device == "cpu" else ""))
+        ratios = "".join(f" {b + '/remap':>12}" for b in backends)
+        print(f"{'case':<22}{header}" + (f"   remap{ratios}" if device == "cpu" else ""))
         for name, values in (("3 ch", image[None]), (f"{FEATURE_CHANNELS} ch", features)):
             for n in (1, frames):
                 case = [
@@ -187,20 +198,25 @@ def main() -> None:
                 # The reference: cv2.remap of the same n frames, scaled to the channels.
                 reference = remap_function(photo, disp[:n], False) if device == "cpu" else None
                 row = f"{name + f', {n} frame' + ('s' if n > 1 else ''):<22}"
+                forwards, remaps = [], []
                 for backend in backends:
                     forward, backward, remap = splat_seconds(
                         *case, backend, args.repeats, reference
                     )
                     forward, backward = forward / n, backward / n
+                    forwards.append(forward)
+                    remaps.append(remap / n * values.shape[1] / 3)  # per frame, per channels
                     row += f"{forward * 1e3:>13.3f} |{backward * 1e3:>9.3f} |{backward / forward:>6.2f}x"
                 if device == "cpu":
-                    remap = remap / n * values.shape[1] / 3  # per frame, per as many channels
-                    row += f"  {remap * 1e3:>6.3f} | {forward / remap:>5.2f}x"
+                    remap = min(remaps)
+                    row += f"  {remap * 1e3:>6.3f}"
+                    row += "".join(f" {forward / remap:>11.2f}x" for forward in forwards)
                 print(row)
         if device == "cpu":
             print(
-                "(remap: cv2.remap of the same frames measured in turn with each case, "
-                "times channels/3; fwd/remap: torch forward over it)"
+                "(remap: cv2.remap of the same frames measured in turn with each case (best "
+                "over all backends' runs), times channels/3; <backend>/remap: that backend's "
+                "forward over it)"
             )
 
     # Renderers measured in turn within each repeat, like the cases above.

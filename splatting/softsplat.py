@@ -7,12 +7,17 @@ two backends that compute the same thing:
 * ``"torch"``: pure PyTorch (``index_add_`` / ``index_select`` on flattened indices, a
   hand-written backward), runs on CPU, CUDA and MPS;
 * ``"cupy"``: CUDA kernels compiled with CuPy (:mod:`splatting.cupy_kernel`), used
-  automatically for CUDA tensors when CuPy is importable.
+  automatically for CUDA tensors when CuPy is importable;
+* ``"numba"``: fused CPU kernels compiled with numba (:mod:`splatting.numba_kernel`),
+  used automatically for CPU float32/float64 tensors when numba is importable.
 
-Both backends implement only the core operation, *summation splatting* of a stack of
-channels, forward and backward; the four modes, their normalisation and its gradient are
-written once, here, in one ``torch.autograd.Function`` (:class:`_Softsplat`): a
-hand-written backward makes far fewer passes over memory than composed autograd ops.
+The torch and CuPy backends implement only the core operation, *summation splatting* of
+a stack of channels, forward and backward; the four modes, their normalisation and its
+gradient are written once, here, in one ``torch.autograd.Function`` (:class:`_Softsplat`):
+a hand-written backward makes far fewer passes over memory than composed autograd ops.
+The numba backend fuses the modes into its kernels (the per-call overhead of tensor
+operations is what it removes) and plugs into the same Function; it is tested against
+the torch backend, forward and every gradient.
 """
 
 from __future__ import annotations
@@ -23,10 +28,10 @@ from typing import NamedTuple
 
 import torch
 
-from splatting import cupy_kernel
+from splatting import cupy_kernel, numba_kernel
 
 MODES = ("sum", "avg", "linear", "soft")
-BACKENDS = ("auto", "torch", "cupy")
+BACKENDS = ("auto", "torch", "cupy", "numba")
 
 # The splatting target is padded by 2 pixels on every side. A source whose bilinear
 # footprint misses the frame has its top-left corner clamped into the outer padding ring,
@@ -95,7 +100,9 @@ def softsplat(
             ``sum`` and ``avg``.
         mode: one of ``"sum"``, ``"avg"``, ``"linear"``, ``"soft"``.
         backend: ``"auto"`` (CuPy kernels for CUDA float32/float64 tensors when CuPy is
-            importable, else PyTorch), ``"torch"`` or ``"cupy"`` (error if unavailable).
+            importable, numba kernels for CPU float32/float64 tensors when numba is
+            importable, else PyTorch), ``"torch"``, ``"cupy"`` or ``"numba"`` (error if
+            unavailable).
         return_weight: also return the splatted weight :math:`S[w]` (N, 1, H, W), with
             :math:`w` = 1 for ``sum`` and ``avg``, :math:`Z` for ``linear`` and
             :math:`e^{Z-m}` for ``soft`` (so in soft mode it is scaled per image by
@@ -107,7 +114,9 @@ def softsplat(
 
     Raises:
         ValueError: on a bad mode/backend, mismatched shapes, dtypes or devices.
-        RuntimeError: ``backend="cupy"`` when CuPy or CUDA is unavailable.
+        RuntimeError: ``backend="cupy"`` when CuPy or CUDA is unavailable,
+            ``backend="numba"`` when numba is not importable or the tensors are not CPU
+            float32/float64.
     """
     _check_arguments(input, flow, metric, mode, backend)
     implementation = _select_backend(input, backend)
@@ -179,18 +188,35 @@ class _Backend(NamedTuple):
 
     forward(values, flow) -> S (n, C, H, W), possibly a strided view;
     backward(grad_S, values, flow, need_values, need_flow) -> (grad_values | None,
-    grad_flow | None); chunked: whether to feed the batch a few images at a time.
+    grad_flow | None); chunked: whether to feed the batch a few images at a time;
+    fused: the modes are computed by the backend itself (numba_kernel.forward/backward
+    replace the generic code of _Softsplat).
     """
 
-    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    backward: Callable[..., tuple[torch.Tensor | None, torch.Tensor | None]]
+    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
+    backward: Callable[..., tuple[torch.Tensor | None, torch.Tensor | None]] | None
     chunked: bool
+    fused: bool = False
 
 
 def _select_backend(input: torch.Tensor, backend: str) -> _Backend:
     torch_backend = _Backend(_torch_splat_forward, _torch_splat_backward, chunked=True)
     if backend == "torch":
         return torch_backend
+    numba_backend = _Backend(None, None, chunked=False, fused=True)
+    numba_usable = input.device.type == "cpu" and input.dtype in numba_kernel.DTYPES
+    if backend == "numba":
+        if not numba_kernel.is_available():
+            raise RuntimeError(
+                f"softsplat: backend='numba' but {numba_kernel.unavailable_reason()}; "
+                "install it (pip install numba) or use backend='torch'"
+            )
+        if not numba_usable:
+            raise RuntimeError(
+                "softsplat: backend='numba' needs CPU float32/float64 tensors, got "
+                f"{input.dtype} on {input.device}"
+            )
+        return numba_backend
     cupy_backend = _Backend(cupy_kernel.splat_forward, cupy_kernel.splat_backward, chunked=False)
     cupy_usable = input.is_cuda and input.dtype in (torch.float32, torch.float64)
     if backend == "cupy":
@@ -204,6 +230,8 @@ def _select_backend(input: torch.Tensor, backend: str) -> _Backend:
         return cupy_backend
     if cupy_usable and cupy_kernel.is_available():
         return cupy_backend
+    if numba_usable and numba_kernel.is_available():
+        return numba_backend
     return torch_backend
 
 
@@ -246,6 +274,14 @@ class _Softsplat(torch.autograd.Function):
     def forward(ctx, input, flow, metric, mode, return_weight, backend):
         n, c, h, w = input.shape
         flow = flow.contiguous()  # input may stay strided (an expanded photo is not copied)
+        if backend.fused:
+            keep_inverse = mode != "sum" and any(ctx.needs_input_grad[:3])
+            output, denominator, inverse, weight, argmax = numba_kernel.forward(
+                input, flow, metric, mode, return_weight, keep_inverse, ctx.needs_input_grad[2]
+            )
+            ctx.mode, ctx.return_weight, ctx.backend = mode, return_weight, backend
+            ctx.save_for_backward(input, flow, weight, argmax, output, inverse)
+            return (output, denominator) if return_weight else output
         # Per-image weight w (None: all ones); for soft, m = max of the finite Z and, if
         # the metric's gradient is wanted, its argmax (-1 for an image without finite Z).
         weight = argmax = None
@@ -293,44 +329,62 @@ class _Softsplat(torch.autograd.Function):
         need_input, need_flow, need_metric = ctx.needs_input_grad[:3]
         n, c, h, w = input.shape
         stacked = mode != "sum" or ctx.return_weight
-        grad_input = torch.empty_like(input) if need_input else None
-        grad_flow = torch.empty_like(flow) if need_flow else None
-        grad_weight = input.new_empty(n, 1, h, w) if need_metric else None
-        for start, stop in _chunks(backend, n, (c + 1) * h * w):
-            chunk = slice(start, stop)
-            g_out = grad_output[chunk]
-            if not stacked:
-                g_values, g_flow = backend.backward(
-                    g_out, input[chunk], flow[chunk], need_input, need_flow
-                )
-            else:
-                g_stack = g_out.new_empty(stop - start, c + 1, h, w)
-                if mode == "sum":
-                    g_stack[:, :c] = g_out
-                    g_stack[:, c:] = grad_denominator[chunk]
+        if backend.fused:
+            grad_input, grad_flow, grad_weight = numba_kernel.backward(
+                grad_output,
+                grad_denominator if ctx.return_weight else None,
+                input,
+                flow,
+                weight,
+                output,
+                inverse,
+                mode,
+                stacked,
+                need_input,
+                need_flow,
+                need_metric,
+            )
+        else:
+            grad_input = torch.empty_like(input) if need_input else None
+            grad_flow = torch.empty_like(flow) if need_flow else None
+            grad_weight = input.new_empty(n, 1, h, w) if need_metric else None
+            for start, stop in _chunks(backend, n, (c + 1) * h * w):
+                chunk = slice(start, stop)
+                g_out = grad_output[chunk]
+                if not stacked:
+                    g_values, g_flow = backend.backward(
+                        g_out, input[chunk], flow[chunk], need_input, need_flow
+                    )
                 else:
-                    inv = inverse[chunk]
-                    torch.mul(g_out, inv, out=g_stack[:, :c])
-                    g_den = torch.sum(g_out * output[chunk], dim=1, keepdim=True).mul_(inv).neg_()
-                    if ctx.return_weight:
-                        g_den += grad_denominator[chunk]
-                    g_stack[:, c:] = g_den
-                chunk_weight = None if weight is None else weight[chunk]
-                values = _stack_values(input[chunk], chunk_weight) if need_flow else None
-                g_values, g_flow = backend.backward(
-                    g_stack, values, flow[chunk], need_input or need_metric, need_flow
-                )
-                if need_metric:  # d/dw = sum_c I * d/d[wI] + d/dw|direct
-                    g_scaled = g_values[:, :c]
-                    grad_weight[chunk] = (g_scaled * input[chunk]).sum(1, keepdim=True)
-                    grad_weight[chunk] += g_values[:, c:]
-                g_values = g_values[:, :c] if need_input else None
-                if need_input and chunk_weight is not None:
-                    g_values = g_values * chunk_weight
-            if need_input:
-                grad_input[chunk] = g_values
-            if need_flow:
-                grad_flow[chunk] = g_flow
+                    g_stack = g_out.new_empty(stop - start, c + 1, h, w)
+                    if mode == "sum":
+                        g_stack[:, :c] = g_out
+                        g_stack[:, c:] = grad_denominator[chunk]
+                    else:
+                        inv = inverse[chunk]
+                        torch.mul(g_out, inv, out=g_stack[:, :c])
+                        g_den = (
+                            torch.sum(g_out * output[chunk], dim=1, keepdim=True).mul_(inv).neg_()
+                        )
+                        if ctx.return_weight:
+                            g_den += grad_denominator[chunk]
+                        g_stack[:, c:] = g_den
+                    chunk_weight = None if weight is None else weight[chunk]
+                    values = _stack_values(input[chunk], chunk_weight) if need_flow else None
+                    g_values, g_flow = backend.backward(
+                        g_stack, values, flow[chunk], need_input or need_metric, need_flow
+                    )
+                    if need_metric:  # d/dw = sum_c I * d/d[wI] + d/dw|direct
+                        g_scaled = g_values[:, :c]
+                        grad_weight[chunk] = (g_scaled * input[chunk]).sum(1, keepdim=True)
+                        grad_weight[chunk] += g_values[:, c:]
+                    g_values = g_values[:, :c] if need_input else None
+                    if need_input and chunk_weight is not None:
+                        g_values = g_values * chunk_weight
+                if need_input:
+                    grad_input[chunk] = g_values
+                if need_flow:
+                    grad_flow[chunk] = g_flow
 
         grad_metric = None
         if need_metric:
