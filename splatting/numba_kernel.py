@@ -96,11 +96,12 @@ def _soft_weight(metric, weight, argmax):
 
 
 @_jit()
-def _image_geometry(flow, i, first_row, last_row, corner, inside, bilinear):
+def _image_geometry(flow, i, first_row, last_row, row_length, offset, corner, inside, bilinear):
     """Where every source p of rows [first_row, last_row) of image i lands (arrays are
     indexed by p - first_row * W).
 
-    corner[p] = y0 * W + x0, the top-left target corner (x0, y0); inside[p]: bits 1, 2,
+    corner[p] = y0 * row_length + x0 + offset, the top-left target corner (x0, y0) in a
+    plane of that row length (W, or W + 2 for a padded one); inside[p]: bits 1, 2,
     4, 8 set for the corners (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1) that are in
     the frame (0: the source touches no pixel, e.g. non-finite flow); bilinear (6, H*W):
     the four corner weights, then the fractions ax, ay.
@@ -123,7 +124,7 @@ def _image_geometry(flow, i, first_row, last_row, corner, inside, bilinear):
                 continue
             x0 = int(x0f)
             y0 = int(y0f)
-            corner[p] = y0 * width + x0
+            corner[p] = y0 * row_length + x0 + offset
             bits = 0
             if y0 >= 0:
                 bits |= (1 if x0 >= 0 else 0) | (2 if x0 + 1 < width else 0)
@@ -195,7 +196,7 @@ def _forward(input, flow, weight, mode, want_den, groups, output, den, inverse):
         corner = np.empty(size, np.int64)
         inside = np.empty(size, np.uint8)
         bilinear = np.empty((6, size), output.dtype)
-        _image_geometry(flow, i, 0, height, corner, inside, bilinear)
+        _image_geometry(flow, i, 0, height, width, 0, corner, inside, bilinear)
         for c in range(first, last):
             _splat_plane(image[c], scale, corner, inside, bilinear, width, output[i, c])
         if group == 0 and want_den:
@@ -277,32 +278,41 @@ def _backward(
         corner = np.empty(m, np.int64)
         inside = np.empty(m, np.uint8)
         bilinear = np.empty((6, m), output.dtype)
-        _image_geometry(flow, i, first_row, last_row, corner, inside, bilinear)
+        # Indices into a plane padded by one zero pixel on every side: corners out of the
+        # frame read 0, so the gathers need no per-corner tests.
+        padded_width = width + 2
+        _image_geometry(
+            flow, i, first_row, last_row, padded_width, padded_width + 1, corner, inside, bilinear
+        )
+        padded = np.zeros((height + 2) * padded_width, output.dtype)
         sums = np.zeros((4, m), output.dtype)  # s_k = sum_c v_c d/dS_c at corner k
         d_weight = np.zeros(m, output.dtype)
         image = input[min(np.int64(i), input.shape[0] - 1)]
         w = weight[min(np.int64(i), weight.shape[0] - 1)] if weight.shape[0] > 0 else g_den[0, :0]
         for c in range(channels + (1 if stacked else 0)):
             is_den = c == channels
-            g = g_den[i] if is_den else grad_output[i, c]
+            # The plane gathered from: d/dS[w] or d/dS[wI] = g * inv (g for sum).
+            for y in range(height):
+                row = (y + 1) * padded_width + 1
+                for x in range(width):
+                    t = y * width + x
+                    if is_den:
+                        padded[row + x] = g_den[i, t]
+                    elif normalised:
+                        padded[row + x] = grad_output[i, c, t] * inverse[i, t]
+                    else:
+                        padded[row + x] = grad_output[i, c, t]
             for k in range(m):
-                bits = inside[k]
                 p = p0 + k
-                if bits == 0:
+                if inside[k] == 0:
                     if need_input and not is_den:
                         grad_input[i, c, p] = 0
                     continue
                 q = corner[k]
-                g00 = g[q] if bits & 1 else 0.0
-                g10 = g[q + 1] if bits & 2 else 0.0
-                g01 = g[q + width] if bits & 4 else 0.0
-                g11 = g[q + width + 1] if bits & 8 else 0.0
-                if normalised and not is_den:  # d/dS[wI] = g * inv
-                    inv = inverse[i]
-                    g00 = g00 * inv[q] if bits & 1 else 0.0
-                    g10 = g10 * inv[q + 1] if bits & 2 else 0.0
-                    g01 = g01 * inv[q + width] if bits & 4 else 0.0
-                    g11 = g11 * inv[q + width + 1] if bits & 8 else 0.0
+                g00 = padded[q]
+                g10 = padded[q + 1]
+                g01 = padded[q + padded_width]
+                g11 = padded[q + padded_width + 1]
                 gathered = (bilinear[0, k] * g00 + bilinear[1, k] * g10) + (
                     bilinear[2, k] * g01 + bilinear[3, k] * g11
                 )
