@@ -34,6 +34,7 @@ from diffusers.training_utils import EMAModel
 from PIL import Image
 from tqdm.auto import tqdm
 
+from data.config import parse_size
 from data.frame_pairs import FramePairDataset
 from models.frame_synthesis import EfficientNetPerceptualLoss, FrameSynthesisModel
 from models.spectral_vae import multiscale_gradient_loss
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         output_dir.mkdir(parents=True, exist_ok=True)
 
     # Data. Flow is estimated once per window/pair and cached under the output folder.
-    width, height = (int(v) for v in args.frame_size.lower().split("x"))
+    width, height = parse_size(args.frame_size)
     dataset = FramePairDataset(
         args.videos, args.pairs, args.photos, resolution=args.resolution, size=(width, height),
         max_gap=args.max_gap, window_stride=args.window_stride, max_video_frames=args.max_video_frames,
