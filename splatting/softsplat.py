@@ -205,6 +205,8 @@ def _select_backend(input: torch.Tensor, backend: str) -> _Backend:
         return torch_backend
     numba_backend = _Backend(None, None, chunked=False, fused=True)
     numba_usable = input.device.type == "cpu" and input.dtype in numba_kernel.DTYPES
+    if input.numel() == 0 and backend == "auto":
+        numba_usable = False  # nothing to compute; the torch path handles empty batches
     if backend == "numba":
         if not numba_kernel.is_available():
             raise RuntimeError(

@@ -80,3 +80,8 @@ def test_auto_selects_numba_on_cpu_and_errors():
     assert not _select_backend(x.half(), "auto").fused  # other dtypes: torch backend
     with pytest.raises(RuntimeError, match="float32/float64"):
         softsplat(x.half(), torch.zeros(1, 2, 2, 2).half(), None, "sum", backend="numba")
+
+
+def test_empty_batch_uses_torch_path():
+    out = softsplat(torch.zeros(0, 2, 3, 4), torch.zeros(0, 2, 3, 4), None, "avg")
+    assert out.shape == (0, 2, 3, 4)
