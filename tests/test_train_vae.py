@@ -161,7 +161,7 @@ def test_kill_then_resume_loses_nothing(prepared, tmp_path):
     """SIGKILL after the first checkpoint; the resumed run goes on from that step."""
     out = tmp_path / "killed"
     args = ["--train_data_dir", str(prepared), "--output_dir", str(out), *TINY,
-            "--max_train_steps", "400", "--checkpointing_steps", "3"]  # fmt: skip
+            "--max_train_steps", str(10**6), "--checkpointing_steps", "3"]  # fmt: skip
     process = run_cli(*args)
     deadline = time.monotonic() + 120
     while not checkpoint_steps(out) and time.monotonic() < deadline and process.poll() is None:
