@@ -132,7 +132,8 @@ def assign_splits(video_ids: Iterable[str], val_fraction: float) -> dict[str, st
 
     A video goes to "val" when the hash of its id, read as a number in [0, 1), is below
     ``val_fraction``: adding videos later never moves an existing one. With two or more
-    videos and a positive fraction, at least one video is held out (the lowest hash).
+    videos and a positive fraction, at least one video is held out (the lowest hash), and
+    at least one video always trains.
     """
     ids = list(video_ids)
     position = {
@@ -141,7 +142,7 @@ def assign_splits(video_ids: Iterable[str], val_fraction: float) -> dict[str, st
     splits = {vid: "val" if position[vid] < val_fraction else "train" for vid in ids}
     if val_fraction > 0 and len(ids) >= 2 and "val" not in splits.values():
         splits[min(ids, key=position.__getitem__)] = "val"
-    if len(ids) >= 2 and "train" not in splits.values():
+    if ids and "train" not in splits.values():  # a lone video always trains
         splits[max(ids, key=position.__getitem__)] = "train"
     return splits
 
