@@ -28,13 +28,8 @@ TINY = ["--resolution", "32", "--base_channels", "8", "--downsample_factor", "4"
         "--train_batch_size", "2", "--report_to", "none", "--validation_steps", "0"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster than two fighting over a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one torch thread (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
