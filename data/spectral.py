@@ -178,6 +178,41 @@ def spectral_to_displacement(spectral: Array, num_frames: int) -> Array:
     return disp.astype(np.float32)
 
 
+def displacement_at_phases(spectral: np.ndarray, phases: np.ndarray) -> np.ndarray:
+    """Evaluate the motion's Fourier series at arbitrary points of the clip's period.
+
+    ``spectral_to_displacement(S, T)[t]`` equals ``displacement_at_phases(S, t / T)``; other
+    phases give the same motion at other frame rates, lengths or speeds (phase ``t * speed
+    / T`` plays it ``speed`` times faster; phases beyond 1 wrap around, the motion loops).
+
+    Args:
+        spectral: ``(K, 4, H, W)`` in pixels (numpy), channels ``SPECTRAL_CHANNELS``; no
+            Nyquist bin (``K < T / 2``, as for every spectral volume of the project).
+        phases: ``(N,)`` positions in the period, in cycles (1.0 = one clip length).
+
+    Returns:
+        ``(N, H, W, 2)`` float32 displacement in pixels.
+    """
+    spectral = np.asarray(spectral, dtype=np.float64)
+    if spectral.ndim != 4 or spectral.shape[1] != len(SPECTRAL_CHANNELS):
+        raise ValueError(f"spectral must be (K, 4, H, W), got shape {spectral.shape}")
+    phases = np.asarray(phases, dtype=np.float64).reshape(-1)
+    num_freqs, _, height, width = spectral.shape
+    angle = 2.0 * np.pi * phases[:, None] * np.arange(num_freqs)[None, :]  # (N, K)
+    weight = np.full(num_freqs, 2.0)
+    weight[0] = 1.0  # DC stands for itself; every other bin for a conjugate pair
+    cos = np.cos(angle) * weight
+    sin = -np.sin(angle) * weight
+    sin[:, 0] = 0.0  # a real signal has no imaginary DC
+    parts = spectral.reshape(num_freqs, 2, 2, height * width)  # (K, axis, re/im, pixels)
+    disp = np.einsum("nk,kap->nap", cos, parts[:, :, 0]) + np.einsum(
+        "nk,kap->nap", sin, parts[:, :, 1]
+    )  # (N, axis, pixels)
+    return np.ascontiguousarray(
+        disp.reshape(len(phases), 2, height, width).transpose(0, 2, 3, 1), dtype=np.float32
+    )
+
+
 def _dft_matrices(num_frames: int, num_freqs: int) -> tuple[np.ndarray, np.ndarray]:
     """Real and imaginary parts of the forward-normalised DFT rows, ``(K, T)`` float64."""
     angle = 2.0 * np.pi * np.outer(np.arange(num_freqs), np.arange(num_frames)) / num_frames

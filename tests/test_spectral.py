@@ -251,3 +251,22 @@ def test_long_clips_use_the_fft_path_with_the_same_result():
     np.testing.assert_allclose(
         back, spectral_to_displacement(torch.tensor(spectral), num_frames).numpy(), atol=1e-6
     )
+
+
+def test_displacement_at_phases_matches_inverse_fft_and_loops():
+    from data.spectral import displacement_at_phases
+
+    rng = np.random.default_rng(3)
+    disp = rng.normal(size=(30, 5, 6, 2)).astype(np.float32)
+    spectral = displacement_to_spectral(disp, 8)
+    expected = spectral_to_displacement(spectral, 30)
+    got = displacement_at_phases(spectral, np.arange(30) / 30)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # one period later the motion repeats
+    np.testing.assert_allclose(
+        displacement_at_phases(spectral, [1.25]),
+        displacement_at_phases(spectral, [0.25]),
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="spectral must be"):
+        displacement_at_phases(spectral[0], [0.0])
