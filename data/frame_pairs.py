@@ -37,7 +37,7 @@ from data.config import MotionConfig
 from data.flow import estimate_flow
 from data.io_utils import write_npz_atomic
 from data.synthetic import synthesize_oscillation
-from data.video import read_video, resize_cover_crop
+from data.video import detect_scene_cuts, read_video, resize_cover_crop, shot_ranges
 from splatting import render_frames
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -101,14 +101,19 @@ def video_groups(
     max_frames: int | None = None,
     cache_dir: Path | None = None,
 ) -> list[_Group]:
-    """Windows of every video in ``folder``: frame s and frames s+1..s+max_gap."""
+    """Windows of every video in ``folder``: frame s and frames s+1..s+max_gap.
+
+    Windows stop at scene cuts (``data.video.detect_scene_cuts``): a pair never spans two
+    shots, whose "flow" would be meaningless.
+    """
     groups = []
     for path in _list(folder, VIDEO_EXTENSIONS, "video"):
         frames = read_video(path, size=size, max_frames=max_frames).frames
-        for start in range(0, len(frames) - 1, window_stride):
-            targets = frames[start + 1 : start + 1 + max_gap]
-            flows = _cached_flow(cache_dir, f"{path.stem}-{start}", frames[start], targets)
-            groups.append(_Group(f"{path.name}@{start}", frames[start], targets, flows))
+        for first, stop in shot_ranges(len(frames), detect_scene_cuts(frames)):
+            for start in range(first, stop - 1, window_stride):
+                targets = frames[start + 1 : min(stop, start + 1 + max_gap)]
+                flows = _cached_flow(cache_dir, f"{path.stem}-{start}", frames[start], targets)
+                groups.append(_Group(f"{path.name}@{start}", frames[start], targets, flows))
     return groups
 
 

