@@ -1,0 +1,250 @@
+"""train_unet.py end to end on a tiny prepared dataset: both stages, resume, kill, DDP, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train_unet
+from data.config import MotionConfig
+from data.prepare import PrepareSettings, prepare
+from data.spectral import FrequencyNormalizer
+from data.synthetic import write_synthetic_dataset
+from models.motion_unet import MotionUNet
+from models.spectral_codec import ResampleSpectralCodec, load_spectral_codec, save_spectral_codec
+from tests.test_prepare import textured_photo
+from train_vae import list_checkpoints
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = MotionConfig(num_frames=20, fps=10.0, num_freqs=4, width=64, height=48)
+TINY = ["--codec", "resample:8", "--block_out_channels", "8", "16", "--layers_per_block", "1",
+        "--norm_num_groups", "8", "--attention_head_dim", "8", "--train_batch_size", "2",
+        "--report_to", "none", "--validation_steps", "0", "--lr_warmup_steps", "0",
+        "--learning_rate", "1e-3"]  # fmt: skip
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A prepare_data folder of 4 synthetic clips (3 train, 1 val) at 64x48, K = 4."""
+    root = tmp_path_factory.mktemp("unet_data")
+    photos = [textured_photo(seed) for seed in range(4)]
+    write_synthetic_dataset(photos, root / "videos", clips_per_photo=1, seed=3, config=CONFIG)
+    settings = PrepareSettings(config=CONFIG, val_fraction=0.25)
+    manifest = prepare(root / "videos", root / "prepared", settings, progress=False)
+    assert manifest["counts"]["train"] >= 2
+    return root / "prepared"
+
+
+def train(data: Path, out: Path, *extra: str) -> None:
+    """Run train_unet.main in this process (the CLI's code path)."""
+    train_unet.main(["--train_data_dir", str(data), "--output_dir", str(out), *TINY, *extra])
+
+
+def checkpoint_steps(out: Path) -> list[int]:
+    return [int(p.name.split("-")[1]) for p in list_checkpoints(out)]
+
+
+def test_stage1_then_stage2(prepared, tmp_path):
+    stage1 = tmp_path / "stage1"
+    train(prepared, stage1, "--stage", "1", "--max_train_steps", "3", "--checkpointing_steps", "2",
+          "--use_ema", "--validation_steps", "2", "--random_flip")  # fmt: skip
+    assert checkpoint_steps(stage1) == [2]
+    unet = MotionUNet.from_pretrained(stage1 / "unet")
+    assert not unet.config.frequency_attention and unet.config.num_freqs == CONFIG.num_freqs
+    codec, config, normalizer = load_spectral_codec(stage1 / "codec")
+    assert isinstance(codec, ResampleSpectralCodec) and config == CONFIG
+    assert codec.config.scaling_factor != 1.0  # 1/std from the data
+    assert (stage1 / "codec" / "normalization.json").read_bytes() == (
+        prepared / "normalization.json"
+    ).read_bytes()
+    assert (
+        json.loads((stage1 / "scheduler" / "scheduler_config.json").read_text())[
+            "num_train_timesteps"
+        ]
+        == 1000
+    )
+    records = [json.loads(line) for line in (stage1 / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 3] and all(
+        np.isfinite(r["val_loss"]) for r in records
+    )
+    assert len(list((stage1 / "validation").glob("*.png"))) == 2
+
+    # Stage 2 from the stage-1 output (the codec folder it wrote), v-prediction, min-SNR.
+    stage2 = tmp_path / "stage2"
+    train(prepared, stage2, "--stage", "2", "--pretrained_unet", str(stage1), "--max_train_steps",
+          "2", "--checkpointing_steps", "5", "--codec", str(stage1 / "codec"),
+          "--prediction_type", "v_prediction", "--snr_gamma", "5")  # fmt: skip
+    unet2 = MotionUNet.from_pretrained(stage2 / "unet")
+    assert unet2.config.frequency_attention
+    # The attention layers were trained away from their zero start.
+    assert unet2.freq_attn_mid.proj_out.weight.abs().sum() > 0
+
+
+def test_stage2_from_scratch_and_resume_rotates(prepared, tmp_path):
+    out = tmp_path / "run"
+    train(prepared, out, "--stage", "2", "--max_train_steps", "2", "--checkpointing_steps", "2")
+    assert checkpoint_steps(out) == [2]
+    train(prepared, out, "--stage", "2", "--max_train_steps", "4", "--checkpointing_steps", "1",
+          "--resume_from_checkpoint", "latest", "--checkpoints_total_limit", "2")  # fmt: skip
+    assert checkpoint_steps(out) == [3, 4]
+    state = json.loads((out / "checkpoint-4" / "training_state.json").read_text())
+    assert state["global_step"] == 4 and state["stage"] == 2
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(prepared, tmp_path):
+    """2 steps + resume to 4 gives the weights of 4 steps straight (all draws are per step)."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = ("--stage", "2", "--gradient_accumulation_steps", "2", "--use_ema")
+    train(prepared, straight, *common, "--max_train_steps", "4", "--checkpointing_steps", "4")
+    train(prepared, split, *common, "--max_train_steps", "2", "--checkpointing_steps", "2")
+    train(prepared, split, *common, "--max_train_steps", "4", "--checkpointing_steps", "4",
+          "--resume_from_checkpoint", "latest")  # fmt: skip
+    a = MotionUNet.from_pretrained(straight / "unet").state_dict()
+    b = MotionUNet.from_pretrained(split / "unet").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_batch_indices_cover_each_epoch_once():
+    seen = [
+        i
+        for step in range(3)
+        for p in range(2)
+        for i in train_unet.batch_indices(step, 12, 2, 2, p, 0)
+    ]
+    assert sorted(seen) == list(range(12))
+    assert train_unet.batch_indices(0, 3, 4, 1, 0, 0)  # fewer items than a batch: wraps
+    assert train_unet.batch_indices(5, 12, 2, 2, 1, 0) == train_unet.batch_indices(
+        5, 12, 2, 2, 1, 0
+    )
+
+
+def test_flip_negates_x_motion():
+    image = torch.arange(2 * 3 * 2 * 4, dtype=torch.float32).reshape(2, 3, 2, 4)
+    spectral = torch.randn(2, 3, 4, 2, 4)
+    out_image, out_spectral = train_unet.flip_left_right(
+        image, spectral, torch.tensor([True, False])
+    )
+    assert torch.equal(out_image[0], image[0].flip(-1)) and torch.equal(out_image[1], image[1])
+    assert torch.equal(out_spectral[0, :, :2], -spectral[0, :, :2].flip(-1))
+    assert torch.equal(out_spectral[0, :, 2:], spectral[0, :, 2:].flip(-1))
+    assert torch.equal(out_spectral[1], spectral[1])
+
+
+def test_bad_inputs(prepared, tmp_path):
+    no_stats = tmp_path / "no_stats"
+    shutil.copytree(prepared, no_stats)
+    (no_stats / "normalization.json").unlink()
+    with pytest.raises(SystemExit, match="normalization.json"):
+        train(no_stats, tmp_path / "a", "--max_train_steps", "1")
+    with pytest.raises(SystemExit, match="not found"):
+        train(prepared, tmp_path / "b", "--max_train_steps", "1",
+              "--resume_from_checkpoint", "checkpoint-7")  # fmt: skip
+    # A codec made for other data (K = 8) is refused.
+    other = MotionConfig(num_frames=20, fps=10.0, num_freqs=8, width=64, height=48)
+    codec_dir = save_spectral_codec(ResampleSpectralCodec(8), tmp_path / "codec", other,
+                                    FrequencyNormalizer(np.ones(8), config=other))  # fmt: skip
+    with pytest.raises(SystemExit, match="num_freqs"):
+        train(prepared, tmp_path / "c", "--max_train_steps", "1", "--codec", str(codec_dir))
+    with pytest.raises(SystemExit, match="train_vae.py"):
+        train(prepared, tmp_path / "c", "--max_train_steps", "1", "--codec", str(tmp_path))
+    # A U-Net whose config disagrees with the data (K) is refused.
+    MotionUNet(num_freqs=8, block_out_channels=(8, 16), norm_num_groups=8, attention_head_dim=8,
+               layers_per_block=1).save_pretrained(tmp_path / "unet8")  # fmt: skip
+    with pytest.raises(SystemExit, match="num_freqs=8"):
+        train(prepared, tmp_path / "d", "--max_train_steps", "1", "--pretrained_unet",
+              str(tmp_path / "unet8"))  # fmt: skip
+    # A frame size the U-Net cannot halve enough times.
+    with pytest.raises(SystemExit, match="multiple of"):
+        train(prepared, tmp_path / "e", "--max_train_steps", "1",
+              "--block_out_channels", "8", "8", "8", "8")  # fmt: skip
+    # A checkpoint of another stage is refused on resume.
+    out = tmp_path / "f"
+    train(prepared, out, "--stage", "1", "--max_train_steps", "1", "--checkpointing_steps", "1")
+    with pytest.raises(SystemExit, match="frequency_attention"):
+        train(prepared, out, "--stage", "2", "--max_train_steps", "2",
+              "--resume_from_checkpoint", "latest")  # fmt: skip
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(prepared, tmp_path):
+    out = tmp_path / "nan"
+    train(prepared, out, "--max_train_steps", "1", "--checkpointing_steps", "1")
+    bad = tmp_path / "bad_data"
+    shutil.copytree(prepared, bad)
+    for path in (bad / "clips").glob("*.npz"):
+        with np.load(path) as data:
+            arrays = dict(data)
+        arrays["spectral"][:] = np.nan
+        np.savez(path, **arrays)
+    shutil.rmtree(out / "unet")
+    # The codec the first run saved (a resample codec would refuse NaN data for its scale).
+    with pytest.raises(SystemExit, match="loss is nan.*checkpoint-1"):
+        train(bad, out, "--max_train_steps", "3", "--checkpointing_steps", "1",
+              "--resume_from_checkpoint", "latest", "--codec", str(out / "codec"))  # fmt: skip
+    assert checkpoint_steps(out) == [1]
+    assert not (out / "unet").exists()
+
+
+def run_cli(*args: str, launcher: list[str] | None = None, **env_extra: str) -> subprocess.Popen:
+    command = [*(launcher or [sys.executable]), str(ROOT / "train_unet.py"), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **env_extra}
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+@pytest.mark.slow
+def test_kill_then_resume_loses_nothing(prepared, tmp_path):
+    """SIGKILL after the first checkpoint; the resumed run ends with the weights of a run
+    that was never killed."""
+    out, straight = tmp_path / "killed", tmp_path / "straight"
+    base = ["--train_data_dir", str(prepared), *TINY, "--stage", "2"]
+    process = run_cli(*base, "--output_dir", str(out), "--max_train_steps", str(10**6),
+                      "--checkpointing_steps", "3", "--lr_scheduler", "constant")  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not checkpoint_steps(out) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    steps = checkpoint_steps(out)
+    assert steps, "no checkpoint appeared before the kill"
+    total = steps[-1] + 2
+    resumed = run_cli(*base, "--output_dir", str(out), "--max_train_steps", str(total),
+                      "--checkpointing_steps", "1000", "--lr_scheduler", "constant",
+                      "--resume_from_checkpoint", "latest")  # fmt: skip
+    log, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, log
+    assert f"resuming from {out / f'checkpoint-{steps[-1]}'} (step {steps[-1]})" in log
+    train(prepared, straight, "--stage", "2", "--max_train_steps", str(total),
+          "--checkpointing_steps", "1000", "--lr_scheduler", "constant")  # fmt: skip
+    a = MotionUNet.from_pretrained(out / "unet").state_dict()
+    b = MotionUNet.from_pretrained(straight / "unet").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_on_cpu(prepared, tmp_path):
+    """Two CPU processes (gloo): see tests/test_train_vae.py for the launcher flags."""
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    process = run_cli("--train_data_dir", str(prepared), "--output_dir", str(out), *TINY,
+                      "--stage", "2", "--max_train_steps", "3", "--checkpointing_steps", "2",
+                      "--train_batch_size", "1", launcher=launcher, ACCELERATE_USE_CPU="1")  # fmt: skip
+    log, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, log
+    assert "2 process(es)" in log
+    assert checkpoint_steps(out) == [2]
+    assert MotionUNet.from_pretrained(out / "unet").config.frequency_attention

@@ -1,0 +1,588 @@
+"""Train the motion diffusion U-Net (models/motion_unet.py) on a prepare_data.py folder.
+
+    # stage 1: the 2-D U-Net, one random frequency slice per volume
+    accelerate launch train_unet.py --train_data_dir prepared/ --codec outputs/vae/vae \\
+        --output_dir outputs/unet-stage1 --stage 1 --max_train_steps 50000 --use_ema
+    # stage 2: add frequency attention, all K slices jointly, from the stage-1 weights
+    accelerate launch train_unet.py --train_data_dir prepared/ --codec outputs/vae/vae \\
+        --output_dir outputs/unet-stage2 --stage 2 --pretrained_unet outputs/unet-stage1
+
+``--codec`` is a folder written by train_vae.py (``<out>/vae``) or by ``save_spectral_codec``,
+or ``resample:F`` for the parameter-free ``ResampleSpectralCodec`` (area-average down by F,
+bicubic up) with the data's normalisation. Laid out like diffusers' train_text_to_image.py:
+accelerate for devices and mixed precision, ``checkpoint-<step>`` folders (rotated by
+``--checkpoints_total_limit``, resumed by ``--resume_from_checkpoint latest``), EMA,
+tensorboard, and at the end ``<output_dir>/unet`` (save_pretrained, EMA weights if used),
+``<output_dir>/codec`` (with motion_config.json + normalization.json) and
+``<output_dir>/scheduler`` (the DDPM noise schedule). docs/MOTION_UNET.md has the recipe.
+
+Every random draw of a step (which clips, which frequency slice, flips, condition dropout,
+timesteps, noise) comes from a generator seeded by (seed, step, process), so a resumed run
+continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel, compute_snr
+from tqdm.auto import tqdm
+
+from data.config import MotionConfig
+from data.dataset import SpectralVolumeDataset
+from data.spectral import FrequencyNormalizer
+from models.motion_unet import MotionUNet
+from models.spectral_codec import (
+    ResampleSpectralCodec,
+    codec_downsample_factor,
+    codec_latent_channels,
+    compute_codec_scaling_factor,
+    decode_latents,
+    encode_latents,
+    load_spectral_codec,
+    save_spectral_codec,
+    set_codec_scaling_factor,
+)
+from train_vae import TRAINING_STATE, list_checkpoints, load_data_config, save_checkpoint
+
+logger = get_logger(__name__)
+VALIDATION_LOG = "validation.jsonl"  # in output_dir: one JSON line per validation
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--train_data_dir", required=True, help="a folder written by prepare_data.py")
+    p.add_argument(
+        "--codec", required=True, help="codec folder (train_vae.py's <out>/vae), or resample:F"
+    )
+    p.add_argument("--output_dir", default="outputs/motion-unet")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stage", type=int, choices=[1, 2], default=2,
+                   help="1: 2-D U-Net on one frequency slice per volume; 2: + frequency attention")  # fmt: skip
+    p.add_argument("--pretrained_unet", default=None,
+                   help="start from this U-Net (a train_unet.py output_dir or its unet/ folder)")  # fmt: skip
+    # model (ignored with --pretrained_unet)
+    p.add_argument("--block_out_channels", type=int, nargs="+", default=[64, 128, 256])
+    p.add_argument("--layers_per_block", type=int, default=2)
+    p.add_argument("--norm_num_groups", type=int, default=32)
+    p.add_argument("--attention_head_dim", type=int, default=32)
+    # diffusion
+    p.add_argument("--prediction_type", choices=["epsilon", "v_prediction"], default="epsilon")
+    p.add_argument("--beta_schedule", choices=["scaled_linear", "linear"], default="scaled_linear")
+    p.add_argument("--num_train_timesteps", type=int, default=1000)
+    p.add_argument("--snr_gamma", type=float, default=None, help="min-SNR loss weighting (5.0)")
+    p.add_argument("--conditioning_dropout_prob", type=float, default=0.1,
+                   help="replace the photo by zeros with this probability (for CFG)")  # fmt: skip
+    # data
+    p.add_argument("--random_flip", action="store_true", help="mirror photo and motion left-right")
+    p.add_argument("--codec_scaling_samples", type=int, default=32,
+                   help="training volumes for the resample codec's 1/std")  # fmt: skip
+    # optimisation
+    p.add_argument("--train_batch_size", type=int, default=4, help="spectral volumes per device")
+    p.add_argument("--num_train_epochs", type=int, default=100)
+    p.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
+    p.add_argument("--max_train_seconds", type=float, default=None,
+                   help="also stop (and save) after this much wall time in this run")  # fmt: skip
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--learning_rate", type=float, default=1e-4)
+    p.add_argument("--lr_scheduler", default="constant_with_warmup")
+    p.add_argument("--lr_warmup_steps", type=int, default=500)
+    p.add_argument("--adam_weight_decay", type=float, default=1e-2)
+    p.add_argument("--max_grad_norm", type=float, default=1.0)
+    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
+    p.add_argument("--use_ema", action="store_true")
+    p.add_argument("--ema_decay", type=float, default=0.9999)
+    # checkpoints, logging, validation
+    p.add_argument("--checkpointing_steps", type=int, default=500)
+    p.add_argument("--checkpoints_total_limit", type=int, default=None)
+    p.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder')
+    p.add_argument("--report_to", default="tensorboard", help='accelerate tracker, or "none"')
+    p.add_argument("--logging_dir", default="logs", help="under --output_dir")
+    p.add_argument("--validation_steps", type=int, default=500, help="0: never")
+    p.add_argument("--num_validation_volumes", type=int, default=4)
+    p.add_argument("--num_validation_freqs", type=int, default=4, help="columns in the picture")
+    args = p.parse_args(argv)
+    if not 0 <= args.conditioning_dropout_prob <= 1:
+        p.error("--conditioning_dropout_prob must be in [0, 1]")
+    return args
+
+
+# ------------------------------------------------------------------------ codec, U-Net
+
+
+def build_codec(args, data_dir: Path, data_config: MotionConfig, train_set):
+    """The codec of ``--codec``, checked against the data (K, size, normalisation)."""
+    if args.codec.startswith("resample:"):
+        try:
+            factor = int(args.codec.split(":", 1)[1])
+            codec = ResampleSpectralCodec(downsample_factor=factor)
+        except ValueError as error:
+            raise SystemExit(f"error: --codec {args.codec}: {error} (use resample:8)") from None
+        try:
+            scale = compute_codec_scaling_factor(codec, train_set, args.codec_scaling_samples)
+        except ValueError as error:
+            raise SystemExit(f"error: {data_dir}: {error}; are the clips valid?") from None
+        set_codec_scaling_factor(codec, scale)
+        return codec
+    try:
+        codec, codec_config, normalizer = load_spectral_codec(args.codec)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: --codec: {error}") from None
+    if codec_config != data_config:
+        raise SystemExit(
+            f"error: codec {args.codec} was made for data {codec_config.to_dict()}, but "
+            f"{data_dir} has {data_config.to_dict()}; train a codec on this data (train_vae.py)"
+        )
+    data_normalizer = FrequencyNormalizer.load_json(data_dir / "normalization.json")
+    if not np.allclose(normalizer.scales, data_normalizer.scales, rtol=1e-6):
+        raise SystemExit(
+            f"error: codec {args.codec} has other normalisation statistics than "
+            f"{data_dir / 'normalization.json'}; its latents would not match this data"
+        )
+    codec.requires_grad_(False)
+    return codec
+
+
+def resolve_unet_folder(path: str) -> Path:
+    folder = Path(path)
+    if (folder / "unet" / "config.json").is_file():
+        folder = folder / "unet"
+    if not (folder / "config.json").is_file():
+        raise SystemExit(
+            f"error: --pretrained_unet {path}: no config.json (or unet/config.json); give a "
+            "train_unet.py --output_dir or its unet/ folder"
+        )
+    return folder
+
+
+def build_unet(args, data_config: MotionConfig, codec) -> MotionUNet:
+    """A fresh U-Net from the flags, or ``--pretrained_unet`` (stage 2 adds attention)."""
+    factor = codec_downsample_factor(codec)
+    if args.pretrained_unet is None:
+        try:
+            return MotionUNet(
+                num_freqs=data_config.num_freqs,
+                latent_channels=codec_latent_channels(codec),
+                image_downsample_factor=factor,
+                block_out_channels=tuple(args.block_out_channels),
+                layers_per_block=args.layers_per_block,
+                norm_num_groups=args.norm_num_groups,
+                attention_head_dim=args.attention_head_dim,
+                frequency_attention=args.stage == 2,
+            )
+        except ValueError as error:
+            raise SystemExit(f"error: model flags: {error}") from None
+    folder = resolve_unet_folder(args.pretrained_unet)
+    try:
+        unet = MotionUNet.from_pretrained(folder, frequency_attention=args.stage == 2)
+    except ValueError as error:
+        raise SystemExit(f"error: --pretrained_unet: {error}") from None
+    expected = {
+        "num_freqs": data_config.num_freqs,
+        "latent_channels": codec_latent_channels(codec),
+        "image_downsample_factor": factor,
+    }
+    for key, value in expected.items():
+        if unet.config[key] != value:
+            raise SystemExit(
+                f"error: --pretrained_unet {folder} has {key}={unet.config[key]}, but the data "
+                f"and codec need {value}"
+            )
+    return unet
+
+
+def check_sizes(data_config: MotionConfig, codec, unet: MotionUNet) -> None:
+    factor = codec_downsample_factor(codec)
+    multiple = factor * unet.downsample_factor
+    if data_config.width % multiple or data_config.height % multiple:
+        raise SystemExit(
+            f"error: frame size {data_config.width}x{data_config.height} must be a multiple of "
+            f"{multiple} (codec factor {factor} x U-Net factor {unet.downsample_factor}); "
+            "use fewer --block_out_channels levels or another codec"
+        )
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def batch_indices(
+    micro_step: int, num_items: int, batch_size: int, num_processes: int, process: int, seed: int
+) -> list[int]:
+    """Dataset indices of this process's batch at ``micro_step``: epochs of seeded shuffles.
+
+    Each micro-step takes the next ``batch_size * num_processes`` items of the epoch's
+    permutation (the rest of an epoch that does not fill a global batch is dropped); the
+    process takes its own slice. A function of the step alone, so resuming replays nothing
+    and skips nothing.
+    """
+    global_batch = batch_size * num_processes
+    per_epoch = max(1, num_items // global_batch)
+    epoch, position = divmod(micro_step, per_epoch)
+    generator = torch.Generator().manual_seed(seed * 7919 + epoch)
+    order = torch.cat(
+        [
+            torch.randperm(num_items, generator=generator)
+            for _ in range(-(-global_batch // num_items))
+        ]
+    )
+    start = position * global_batch + process * batch_size
+    return order[start : start + batch_size].tolist()
+
+
+def flip_left_right(image: torch.Tensor, spectral: torch.Tensor, flip: torch.Tensor):
+    """Mirror the items where ``flip`` (B,) is True: photo and motion; x motion changes sign.
+
+    Args:
+        image: ``(B, 3, H, W)``; spectral: ``(B, K, 4, H, W)`` (channels re_x, im_x, re_y, im_y).
+    """
+    sign = spectral.new_tensor([-1.0, -1.0, 1.0, 1.0])[:, None, None]
+    flipped_spectral = spectral.flip(-1) * sign
+    spectral = torch.where(flip[:, None, None, None, None], flipped_spectral, spectral)
+    image = torch.where(flip[:, None, None, None], image.flip(-1), image)
+    return image, spectral
+
+
+# ------------------------------------------------------------------------ checkpoints
+
+
+def resolve_checkpoint(args) -> Path | None:
+    if args.resume_from_checkpoint is None:
+        return None
+    if args.resume_from_checkpoint == "latest":
+        found = list_checkpoints(Path(args.output_dir))
+        return found[-1] if found else None  # nothing yet: start fresh, like diffusers
+    path = Path(args.resume_from_checkpoint)
+    if not path.is_dir():
+        path = Path(args.output_dir) / args.resume_from_checkpoint
+    if not (path / TRAINING_STATE).is_file():
+        raise SystemExit(
+            f"error: checkpoint {args.resume_from_checkpoint} not found (no {TRAINING_STATE} in "
+            f"{path}); available: {[p.name for p in list_checkpoints(Path(args.output_dir))]}"
+        )
+    return path
+
+
+UNET_KEYS = ("num_freqs", "latent_channels", "block_out_channels", "layers_per_block",
+             "frequency_attention", "image_downsample_factor")  # fmt: skip
+
+
+def check_resume_compatible(checkpoint: Path, state: dict) -> int:
+    """The checkpoint's step, after checking it has the same data, model and stage."""
+    saved = json.loads((checkpoint / TRAINING_STATE).read_text())
+    if saved["data_config"] != state["data_config"]:
+        raise SystemExit(
+            f"error: {checkpoint} was trained on data with config {saved['data_config']}, but "
+            f"--train_data_dir has {state['data_config']}; use a new --output_dir"
+        )
+    for key in UNET_KEYS:
+        if saved["unet_config"][key] != state["unet_config"][key]:
+            raise SystemExit(
+                f"error: {checkpoint} has {key}={saved['unet_config'][key]}, but this run has "
+                f"{state['unet_config'][key]}; resume with the same model flags and --stage"
+            )
+    return int(saved["global_step"])
+
+
+# ------------------------------------------------------------------------- diffusion
+
+
+def diffusion_target(scheduler: DDPMScheduler, latents, noise, timesteps) -> torch.Tensor:
+    if scheduler.config.prediction_type == "epsilon":
+        return noise
+    return scheduler.get_velocity(latents, noise, timesteps)
+
+
+def predict_x0(scheduler: DDPMScheduler, noisy, prediction, timesteps) -> torch.Tensor:
+    """One-step estimate of the clean latents from the model output, ``(B, K, c, h, w)``."""
+    alpha = scheduler.alphas_cumprod.to(noisy.device)[timesteps].view(-1, 1, 1, 1, 1)
+    if scheduler.config.prediction_type == "epsilon":
+        return (noisy - (1 - alpha).sqrt() * prediction) / alpha.sqrt()
+    return alpha.sqrt() * noisy - (1 - alpha).sqrt() * prediction
+
+
+VALIDATION_TIMESTEPS = (50, 250, 500, 750, 950)
+
+
+@torch.no_grad()
+def validate(unet, codec, scheduler, val_items, args, step: int, data_config) -> float:
+    """Denoising loss (unweighted MSE to the training target) on held-out volumes.
+
+    All K slices of each volume are denoised jointly (a stage-1 model treats them one by
+    one), with the photo, at fixed timesteps and fixed noise, so values are comparable
+    between runs and stages. Also writes a PNG: ground truth above the one-step x0
+    prediction at t = 500, decoded to normalised spectral volumes.
+    """
+    from data.visualize import plot_spectral_volume
+
+    device = unet.device
+    spectral = torch.stack([item["spectral"] for item in val_items]).to(device)
+    image = torch.stack([item["image"] for item in val_items]).to(device)
+    latents = encode_latents(codec, spectral)
+    generator = torch.Generator(device="cpu").manual_seed(12345)
+    losses = []
+    for t in VALIDATION_TIMESTEPS:
+        noise = torch.randn(latents.shape, generator=generator).to(device)
+        timesteps = torch.full((latents.shape[0],), t, device=device, dtype=torch.long)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        prediction = unet(noisy, timesteps, image).sample
+        target = diffusion_target(scheduler, latents, noise, timesteps)
+        losses.append(F.mse_loss(prediction.float(), target.float()).item())
+        if t == 500:
+            x0 = predict_x0(scheduler, noisy, prediction, timesteps)
+            predicted_spectral = decode_latents(codec, x0[:1]).float().cpu()
+    shown = min(args.num_validation_freqs, spectral.shape[1])
+    stacked = torch.cat([spectral[0, :shown].cpu(), predicted_spectral[0, :shown]], dim=-2)
+    path = Path(args.output_dir) / "validation" / f"step-{step:07d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_spectral_volume(stacked, path, data_config.frequencies_hz(), num_shown=shown)
+    return float(np.mean(losses))
+
+
+# ------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    start_time = time.monotonic()
+    data_dir = Path(args.train_data_dir)
+    data_config = load_data_config(data_dir)
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
+        ),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    # Data (small; every process keeps the whole split in memory) and codec.
+    train_set = SpectralVolumeDataset(data_dir, "train", in_memory=True)
+    if len(train_set) == 0:
+        raise SystemExit(f"error: {data_dir} has no training clips")
+    val_set = SpectralVolumeDataset(data_dir, "val", in_memory=True)
+    val_source = val_set if len(val_set) else train_set
+    val_items = [val_source[i] for i in range(min(len(val_source), args.num_validation_volumes))]
+    codec = build_codec(args, data_dir, data_config, train_set).to(accelerator.device)
+
+    # Model, noise schedule, EMA, optimiser.
+    unet = build_unet(args, data_config, codec)
+    check_sizes(data_config, codec, unet)
+    noise_scheduler = DDPMScheduler(
+        num_train_timesteps=args.num_train_timesteps,
+        beta_schedule=args.beta_schedule,
+        prediction_type=args.prediction_type,
+    )
+    state = {
+        "data_config": data_config.to_dict(),
+        "unet_config": json.loads(json.dumps({k: unet.config[k] for k in UNET_KEYS})),
+        "stage": args.stage,
+    }
+    checkpoint = resolve_checkpoint(args)
+    first_step = check_resume_compatible(checkpoint, state) if checkpoint else 0
+    ema = EMAModel(unet.parameters(), decay=args.ema_decay) if args.use_ema else None
+    optimizer = torch.optim.AdamW(
+        unet.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay
+    )
+    global_batch = args.train_batch_size * accelerator.num_processes
+    steps_per_epoch = max(1, len(train_set) // global_batch) / args.gradient_accumulation_steps
+    max_train_steps = args.max_train_steps or math.ceil(args.num_train_epochs * steps_per_epoch)
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+    # `model` (maybe DDP-wrapped) shares its parameters with `unet`, used unwrapped below.
+    model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+    if checkpoint is not None:
+        accelerator.print(f"resuming from {checkpoint} (step {first_step})")
+        accelerator.load_state(str(checkpoint))
+    if accelerator.is_main_process and accelerator.log_with:
+        accelerator.init_trackers(
+            "train_unet", config={k: str(v) for k, v in vars(args).items() if v is not None}
+        )
+    num_params = sum(p.numel() for p in unet.parameters())
+    logger.info(
+        f"stage {args.stage}: {num_params / 1e6:.2f} M parameters, {len(train_set)} training "
+        f"volumes, {accelerator.num_processes} process(es), batch {args.train_batch_size} x "
+        f"{args.gradient_accumulation_steps} accumulation, {max_train_steps} steps, from step "
+        f"{first_step}"
+    )
+
+    global_step = first_step
+    progress = tqdm(
+        range(max_train_steps),
+        initial=global_step,
+        desc="steps",
+        disable=not accelerator.is_local_main_process,
+    )
+    generator = torch.Generator()
+    num_freqs = data_config.num_freqs
+    mean_loss = 0.0
+    model.train()
+    while global_step < max_train_steps:
+        for accumulation in range(args.gradient_accumulation_steps):
+            micro_step = global_step * args.gradient_accumulation_steps + accumulation
+            generator.manual_seed(
+                args.seed * 1_000_003 + micro_step * 101 + accelerator.process_index
+            )
+            items = [
+                train_set[i]
+                for i in batch_indices(
+                    micro_step,
+                    len(train_set),
+                    args.train_batch_size,
+                    accelerator.num_processes,
+                    accelerator.process_index,
+                    args.seed,
+                )  # fmt: skip
+            ]
+            image = torch.stack([item["image"] for item in items])  # (B, 3, H, W)
+            spectral = torch.stack([item["spectral"] for item in items])  # (B, K, 4, H, W)
+            batch = image.shape[0]
+            if args.random_flip:
+                image, spectral = flip_left_right(
+                    image, spectral, torch.rand(batch, generator=generator) < 0.5
+                )
+            if args.stage == 1:  # one random frequency slice per volume
+                frequency_index = torch.randint(0, num_freqs, (batch, 1), generator=generator)
+                spectral = spectral[torch.arange(batch)[:, None], frequency_index]
+            else:
+                frequency_index = torch.arange(num_freqs).expand(batch, num_freqs)
+            drop = torch.rand(batch, generator=generator) < args.conditioning_dropout_prob
+            image = torch.where(drop[:, None, None, None], torch.zeros_like(image), image)
+            timesteps = torch.randint(
+                0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator
+            )
+            with torch.no_grad():
+                latents = encode_latents(codec, spectral.to(accelerator.device))
+            noise = torch.randn(latents.shape, generator=generator).to(latents)
+            image, frequency_index, timesteps = (
+                x.to(accelerator.device) for x in (image, frequency_index, timesteps)
+            )
+            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+            target = diffusion_target(noise_scheduler, latents, noise, timesteps)
+
+            with accelerator.accumulate(model):
+                prediction = model(noisy, timesteps, image, frequency_index).sample
+                if args.snr_gamma is None:
+                    loss = F.mse_loss(prediction.float(), target.float())
+                else:  # min-SNR weighting (Hang et al. 2023), as in diffusers' examples
+                    snr = compute_snr(noise_scheduler, timesteps)
+                    weights = torch.clamp(snr, max=args.snr_gamma)
+                    weights = weights / (snr if args.prediction_type == "epsilon" else snr + 1)
+                    per_item = F.mse_loss(prediction.float(), target.float(), reduction="none")
+                    loss = (per_item.mean(dim=(1, 2, 3, 4)) * weights).mean()
+                # Every process sees the same averaged loss, so all stop together on NaN.
+                mean_loss = accelerator.gather(loss.detach()[None]).mean().item()
+                if not math.isfinite(mean_loss):
+                    break
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+        if not math.isfinite(mean_loss):
+            last = list_checkpoints(output_dir)
+            accelerator.end_training()
+            raise SystemExit(
+                f"error: loss is {mean_loss} at step {global_step + 1}; stopping. Last good "
+                f"checkpoint: {last[-1] if last else 'none'}. Lower --learning_rate or check the data."
+            )
+
+        if ema is not None:
+            ema.step(unet.parameters())
+        global_step += 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{mean_loss:.4f}")
+        accelerator.log({"loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+        out_of_time = (
+            args.max_train_seconds is not None
+            and time.monotonic() - start_time > args.max_train_seconds
+        )
+        # All processes agree on stopping for time (clocks differ slightly).
+        out_of_time = bool(
+            accelerator.gather(torch.tensor([float(out_of_time)], device=accelerator.device))
+            .max()
+            .item()
+        )
+
+        if global_step % args.checkpointing_steps == 0:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                saved = save_checkpoint(accelerator, args, global_step, state)
+                logger.info(f"saved {saved}")
+        if (
+            accelerator.is_main_process
+            and args.validation_steps
+            and (
+                global_step % args.validation_steps == 0
+                or global_step >= max_train_steps
+                or out_of_time
+            )
+        ):
+            if ema is not None:
+                ema.store(unet.parameters())
+                ema.copy_to(unet.parameters())
+            unet.eval()
+            val_loss = validate(
+                unet, codec, noise_scheduler, val_items, args, global_step, data_config
+            )
+            unet.train()
+            if ema is not None:
+                ema.restore(unet.parameters())
+            accelerator.log({"val_loss": val_loss}, step=global_step)
+            record = {"step": global_step, "seconds": round(time.monotonic() - start_time, 1),
+                      "val_loss": val_loss, "train_loss": mean_loss}  # fmt: skip
+            with open(output_dir / VALIDATION_LOG, "a") as log_file:
+                log_file.write(json.dumps(record) + "\n")
+            logger.info(f"step {global_step}: validation denoising loss {val_loss:.4f}")
+        if out_of_time:
+            logger.info(
+                f"--max_train_seconds {args.max_train_seconds} reached at step {global_step}"
+            )
+            break
+
+    # Final: EMA weights if any; codec and noise schedule beside the U-Net.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if ema is not None:
+            ema.copy_to(unet.parameters())
+        unet.save_pretrained(output_dir / "unet")
+        save_spectral_codec(
+            codec, output_dir / "codec", data_config, data_dir / "normalization.json"
+        )
+        noise_scheduler.save_pretrained(output_dir / "scheduler")
+        logger.info(
+            f"saved {output_dir / 'unet'}, {output_dir / 'codec'}, {output_dir / 'scheduler'}"
+        )
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
