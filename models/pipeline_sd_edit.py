@@ -57,13 +57,14 @@ CAPTION_MAX_TOKENS = 40
 def auto_corr_loss(noise: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Auto-correlation penalty of a noise map (N, C, h, w): for every channel and at every
     scale of an average-pooling pyramid (down to 8 px), the squared mean of the product with
-    a copy rolled by a random shift along y, and along x. 0 for uncorrelated noise in
+    a copy rolled by a random shift (1 to h/2 px) along y, and along x. 0 for uncorrelated noise in
     expectation; large for a map with structure. The shifts come from ``generator`` (CPU)."""
     loss = noise.new_zeros(())
     for channel_map in noise.reshape(-1, 1, *noise.shape[-2:]):
         level = channel_map[None]  # (1, 1, h, w)
         while True:
-            shift = int(torch.randint(max(level.shape[2] // 2, 1), (1,), generator=generator))
+            # A shift in [1, h/2]: a zero shift would penalise the variance, not correlation.
+            shift = 1 + int(torch.randint(max(level.shape[2] // 2, 1), (1,), generator=generator))
             loss = loss + (level * torch.roll(level, shifts=shift, dims=2)).mean() ** 2
             loss = loss + (level * torch.roll(level, shifts=shift, dims=3)).mean() ** 2
             if level.shape[2] <= 8 or level.shape[3] <= 8:
