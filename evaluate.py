@@ -423,18 +423,22 @@ def run_frame_evaluation(args: argparse.Namespace) -> str:
 
 
 def run_motion_evaluation(args: argparse.Namespace) -> str:
-    """Motion-quality metrics of a motion model on a prepare_data folder (data.motion_metrics)."""
+    """Motion-quality metrics on a prepare_data folder (``data.motion_metrics``): the motion
+    model of ``--motion_model`` (a ``MotionPipeline`` folder; without it, the baselines only)."""
     from data.motion_metrics import evaluate_motion, motion_table_markdown
-    from models.pipeline_motion import MotionPipeline
 
-    if args.motion_model is None:
-        raise ValueError("--motion_data needs --motion_model DIR (a MotionPipeline folder)")
-    if not Path(args.motion_model).is_dir():
-        raise FileNotFoundError(f"{args.motion_model}: motion model folder not found")
-    out = check_outputs(Path(args.out), args.overwrite, ("motion.md",))
-    pipeline = MotionPipeline.from_pretrained(args.motion_model)
+    if not Path(args.motion_data).is_dir():
+        raise FileNotFoundError(f"{args.motion_data}: no such folder (--motion_data)")
+    pipeline = None
+    if args.motion_model is not None:
+        if not Path(args.motion_model).is_dir():
+            raise FileNotFoundError(f"{args.motion_model}: motion model folder not found")
+        from models.pipeline_motion import MotionPipeline
+
+        pipeline = MotionPipeline.from_pretrained(args.motion_model)
+    out = check_outputs(Path(args.out), args.overwrite, ("motion.md", "motion_metrics.csv"))
     rows = evaluate_motion(
-        args.motion_data, pipeline, split=args.motion_split, out_dir=out / "motion",
+        args.motion_data, pipeline, split=args.motion_split, out_dir=out,
         num_inference_steps=args.num_inference_steps, max_clips=args.max_clips,
     )  # fmt: skip
     markdown = motion_table_markdown(rows)
@@ -470,8 +474,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--motion_data", default=None, help="prepare_data folder: motion metrics")
-    p.add_argument("--motion_model", default=None, help="MotionPipeline folder")
-    p.add_argument("--motion_split", default="val")
+    p.add_argument(
+        "--motion_model", default=None, help="MotionPipeline folder (default: baselines only)"
+    )
+    p.add_argument("--motion_split", default="val", choices=["val", "train", "all"])
     p.add_argument("--num_inference_steps", type=int, default=25)
     args = p.parse_args(argv)
     if args.videos is None and args.motion_data is None:

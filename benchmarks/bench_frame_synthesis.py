@@ -1,19 +1,21 @@
 """Rendering speed of the frame-synthesis model vs the softmax-splatting baseline renderer.
 
-    python benchmarks/bench_frame_synthesis.py            # 150 frames at 256x160, CPU
-    python benchmarks/bench_frame_synthesis.py --frames 32 --channels_last
+    python benchmarks/bench_frame_synthesis.py            # default renderer size, 150 frames 256x160
+    python benchmarks/bench_frame_synthesis.py --block_out_channels 32,64,96 --grid_columns 6  # reference
 
 Prints, measured in one process on one clip (a random textured photo moved by smooth
 oscillating displacements of at most ~4 px):
 
-* frames per second of ``FrameSynthesisModel.render_frames`` (reference size, untrained
-  weights: speed does not depend on them) and of ``splatting.render_frames(...,
+* frames per second of ``FrameSynthesisModel.render_frames`` (the shipped default size
+  16/24/32 x 2 columns unless told; untrained weights: speed does not depend on them) and of ``splatting.render_frames(...,
   "softsplat")``, and their ratio;
 * the share of the model's time in the encoder (once per photo), the splatting of the
   three pyramid levels and the GridNet decoder (per frame), from a loop that does what
   ``render_frames`` does with a timer around each stage.
 
-The load average is printed: this machine is shared, so absolute figures are noisy.
+The load average and the process CPU time are printed: this machine is shared, so wall-clock
+figures are noisy; CPU seconds per frame vary less with the load (they still rise when
+the cores are oversubscribed).
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ def main() -> None:
     parser.add_argument("--size", type=str, default="256x160", help="WxH")
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--channels_last", action="store_true", help="channels_last memory format")
-    parser.add_argument("--block_out_channels", type=str, default="32,64,96", help="model size")
-    parser.add_argument("--grid_columns", type=int, default=6)
+    parser.add_argument("--block_out_channels", type=str, default="16,24,32", help="model size")
+    parser.add_argument("--grid_columns", type=int, default=2)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
 
@@ -113,16 +115,17 @@ def main() -> None:
     model.render_frames(photo, disp[:2], batch_size=2)  # warm-up
     render_frames(photo, disp[:2], "softsplat")
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.render_frames(photo, disp, batch_size=args.batch_size)
-    model_s = time.perf_counter() - start
+    model_s, model_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     start = time.perf_counter()
     render_frames(photo, disp, "softsplat", batch_size=args.batch_size)
     base_s = time.perf_counter() - start
     stages = stage_times(model, photo, disp, args.batch_size)
     total = sum(stages.values())
 
-    print(f"FrameSynthesisModel.render_frames: {model_s:.2f} s, {args.frames / model_s:.2f} fps")
+    print(f"FrameSynthesisModel.render_frames: {model_s:.2f} s, {args.frames / model_s:.2f} fps "
+          f"(CPU time {model_cpu:.2f} s, {1000 * model_cpu / args.frames:.1f} CPU ms/frame)")  # fmt: skip
     print(f"splatting.render_frames('softsplat'): {base_s:.2f} s, {args.frames / base_s:.2f} fps")
     print(f"model / baseline time ratio: {model_s / base_s:.1f}x")
     print(f"stages (separate timed pass, {total:.2f} s): " + ", ".join(

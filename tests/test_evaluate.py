@@ -168,3 +168,21 @@ def test_metrics_known_values():
     assert per_frame[0] == math.inf
     assert per_frame[1] == pytest.approx(10 * math.log10(255**2 / 100))
     assert evaluate.psnr_pooled(pred, real) == pytest.approx(10 * math.log10(255**2 / 50))
+
+
+def test_motion_metrics_baselines_through_the_cli(tmp_path, capsys):
+    from tests.test_motion_metrics import write_tiny_prepared
+
+    data = write_tiny_prepared(tmp_path / "data")
+    out = tmp_path / "out"
+    code, stdout, _ = _run(["--motion_data", str(data), "--out", str(out)], capsys)
+    assert code == 0
+    assert "| zero_motion | 2 |" in stdout and (out / "motion.md").is_file()
+    assert (out / "motion_metrics.csv").is_file()
+    code, _, err = _run(["--motion_data", str(data), "--out", str(out)], capsys)
+    assert code == 2 and "--overwrite" in err
+    code, _, err = _run(
+        ["--motion_data", str(data), "--motion_model", str(tmp_path / "none"), "--out", str(out)],
+        capsys,
+    )
+    assert code == 2 and "motion model folder not found" in err
