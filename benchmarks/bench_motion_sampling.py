@@ -208,6 +208,7 @@ def quality_vs_steps(
         )
         elapsed = time.perf_counter() - start
         model_row = next(r for r in rows if r["method"] == "model")
+        baselines = [r for r in rows if r["method"] != "model"]
         model_row.update(
             method=f"{scheduler} {steps} steps" + (f", loop {loop:g}" if loop else ""),
             scheduler=scheduler,
@@ -216,7 +217,6 @@ def quality_vs_steps(
             seconds_per_volume=elapsed / model_row["num_clips"],
         )
         out.append(model_row)
-        baselines = [r for r in rows if r["method"] != "model"]
     return out + baselines
 
 

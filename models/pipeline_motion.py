@@ -266,6 +266,10 @@ class MotionPipeline(DiffusionPipeline):
             raise FileNotFoundError(
                 f"{local}: no model_index.json, not a motion pipeline{hint}; {TRAIN_UNET_HINT}"
             )
+        # diffusers imports a component's class only from modules already imported
+        import models.motion_unet  # noqa: F401
+        import models.spectral_codec  # noqa: F401
+
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod

@@ -7,6 +7,9 @@ Every model is tiny and random, built inside the test (K=4 frequencies, T=12 fra
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,6 +194,23 @@ def test_save_load_round_trip(pipe, tmp_path):
         run(loaded, photo(2), loop_guidance_scale=0.5).spectral,
         run(pipe, photo(2), loop_guidance_scale=0.5).spectral,
     )
+
+
+def test_from_pretrained_in_a_fresh_process(pipe, tmp_path):
+    """diffusers only loads classes of modules already imported: from_pretrained must do it."""
+    pipe.save_pretrained(tmp_path / "pipe")
+    code = (
+        "import sys; sys.path.insert(0, '.');"
+        "from models.pipeline_motion import MotionPipeline;"
+        f"p = MotionPipeline.from_pretrained({str(tmp_path / 'pipe')!r});"
+        "print(type(p.unet).__name__, type(p.vae).__name__)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["MotionUNet", "ResampleSpectralCodec"]
 
 
 def test_from_training_output(pipe, tmp_path):
