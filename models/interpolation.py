@@ -92,6 +92,15 @@ class FlowInterpolator:
         """The frame at time ``t`` in [0, 1] between the keyframes: uint8 (H, W, 3)."""
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"t must be in [0, 1], got {t}")
+        threads = torch.get_num_threads()
+        try:
+            return self._frame(t)
+        finally:
+            # The numba splatting kernel's first call can reset torch's (shared OpenMP)
+            # thread count to numba's; keep the caller's setting for what runs next.
+            torch.set_num_threads(threads)
+
+    def _frame(self, t: float) -> np.ndarray:
         with torch.no_grad():
             warp0, weight0 = softsplat(
                 self.image0, self.flow01 * t, self.metric0, "soft", return_weight=True

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from models.interpolation import FlowInterpolator, interpolate_keyframes, interpolate_pair
 
@@ -50,6 +51,11 @@ def test_keyframe_sequence_length_and_keyframe_positions(one_torch_thread):
         np.testing.assert_array_equal(clip[index], key)
     assert interpolate_keyframes(keys, frames_between=0).shape == (3, 64, 64, 3)
     assert interpolate_keyframes(keys[:1], frames_between=5).shape == (1, 64, 64, 3)
+
+
+def test_interpolation_keeps_the_callers_torch_thread_count(one_torch_thread):
+    FlowInterpolator(_scene(0), _scene(2))(0.5)
+    assert torch.get_num_threads() == 1
 
 
 def test_bad_input_is_reported():
