@@ -150,3 +150,39 @@ def interpolate_keyframes(
             _check_pair(frame0, frame1)
         frames.append(frame1)
     return np.stack(frames)
+
+
+def benchmark(size: int = 512, in_betweens: int = 7) -> str:
+    """Time one keyframe pair at ``size`` x ``size``: flow set-up, and one in-between vs a
+    cross-fade of the same frames (the cheapest in-between), in one process, one thread."""
+    import os
+    import time
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    blocks = rng.random((size // 8, size // 8, 3))
+    frame0 = (np.kron(blocks, np.ones((8, 8, 1))) * 255).astype(np.uint8)
+    frame1 = np.roll(frame0, (6, 10), axis=(0, 1))  # a 6 px down, 10 px right shift
+    FlowInterpolator(frame0[:64, :64], frame1[:64, :64])(0.5)  # warm-up (numba compiles)
+    times = [k / (in_betweens + 1) for k in range(1, in_betweens + 1)]
+    start = time.perf_counter()
+    interpolator = FlowInterpolator(frame0, frame1)
+    setup = time.perf_counter() - start
+    start = time.perf_counter()
+    for t in times:
+        interpolator(t)
+    per_frame = (time.perf_counter() - start) / len(times)
+    start = time.perf_counter()
+    for t in times:
+        ((1 - t) * frame0 + t * frame1).astype(np.uint8)
+    fade = (time.perf_counter() - start) / len(times)
+    return (
+        f"{size}x{size}: flows both ways {setup:.3f} s per keyframe pair, "
+        f"{per_frame * 1e3:.1f} ms per in-between ({per_frame / fade:.0f}x a cross-fade's "
+        f"{fade * 1e3:.2f} ms); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
+        "cores (shared machine: compare ratios, not absolute times)"
+    )
+
+
+if __name__ == "__main__":
+    print(benchmark())

@@ -148,8 +148,8 @@ class CrossAttentionStore:
         if self.mode == "record":
             self.maps.setdefault(self.step, {})[layer] = probs.detach().to(self.dtype)
         elif self.mode == "guide":
-            reference = self.maps[self.step][layer].to(probs.dtype)
-            term = ((probs - reference) ** 2).sum(dim=(1, 2)).mean()
+            reference = self.maps[self.step][layer].float()  # float32: no fp16 overflow
+            term = ((probs.float() - reference) ** 2).sum(dim=(1, 2)).mean()
             self.loss = term if self.loss is None else self.loss + term
 
 

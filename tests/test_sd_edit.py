@@ -237,7 +237,7 @@ def test_inversion_then_reconstruction_returns_to_the_photo(pipeline, models):
     plain = pipeline.invert(latents, embeds, 10, lambda_auto_corr=0.0, lambda_kl=0.0)
     rebuilt = pipeline.reference_pass(plain, embeds, store, 10)
     error = float((rebuilt - latents).norm() / latents.norm())
-    assert error < 0.1, error  # measured 0.042 (relative L2 of the latent) at 10 DDIM steps
+    assert error < 0.1, error  # measured 0.053 (relative L2 of the latent) at 10 DDIM steps
     # The regulariser makes the inverted map more like i.i.d. N(0, 1) noise.
     regularised = pipeline.invert(latents, embeds, 10, generator=torch.Generator().manual_seed(0))
     assert float(kl_divergence(regularised)) < 0.5 * float(kl_divergence(plain))
