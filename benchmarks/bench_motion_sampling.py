@@ -18,6 +18,9 @@ N-step pipeline call (``--steps``), and prints
     loop error and RMS motion of the sample (same seed, untrained: says what the guidance
     does to the numbers, not what a trained model produces).
 
+Loop guidance step rule (``--loop_scan``): loop error against the guidance scale for the
+pipeline's Polyak step and the classifier-guidance step it replaced, on a tiny random model.
+
 Quality against steps (a trained pipeline and prepared data with a val split)::
 
     python benchmarks/bench_motion_sampling.py --model weights/default \\
@@ -172,6 +175,77 @@ def run_timing(args) -> None:
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
+# ----------------------------------------------------------------------------- loop scan
+
+
+def _classifier_guidance(self, output, latents, t, scale):
+    """The rejected variant: ``eps' = eps + scale * sqrt(1 - a) / sqrt(a) * dL/dx0``."""
+    from models.pipeline_motion import displacement_at_frames, loop_loss
+
+    eps, x0 = self._split_prediction(output, latents, t)
+    with torch.enable_grad():
+        x0 = x0.detach().requires_grad_(True)
+        num_frames = self.motion_config.num_frames
+        disp = displacement_at_frames(self.decode_spectral(x0), [0, num_frames - 1], num_frames)
+        loss = loop_loss(disp[:, 0], disp[:, 1])
+        (grad,) = torch.autograd.grad(loss.sum(), x0)
+    a = self._alpha_bar(t)
+    eps = eps + scale * ((1 - a).sqrt() / a.sqrt()) * grad
+    return self._join_prediction(eps, latents, t), loss.detach()
+
+
+def loop_scan(num_photos: int = 3, steps: int = 10) -> None:
+    """Loop error against the guidance scale, Polyak step vs classifier-guidance step.
+
+    The tiny random MotionUNet of tests/test_pipeline_motion.py (K=4, T=12, 32x16), DDIM.
+    """
+    from diffusers import DDIMScheduler
+
+    from data.spectral import FrequencyNormalizer
+    from models.motion_unet import MotionUNet
+    from models.pipeline_motion import MotionPipeline
+    from models.spectral_codec import ResampleSpectralCodec
+
+    torch.set_num_threads(1)
+    config = MotionConfig(num_frames=12, fps=6.0, num_freqs=4, width=32, height=16)
+    torch.manual_seed(0)
+    unet = MotionUNet(num_freqs=4, image_downsample_factor=4, image_embed_channels=4,
+                      block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+                      attention_head_dim=8)  # fmt: skip
+    pipe = MotionPipeline(
+        vae=ResampleSpectralCodec(downsample_factor=4),
+        unet=unet.eval(),
+        scheduler=DDIMScheduler(num_train_timesteps=100),
+        motion_config=config.to_dict(),
+        normalization=FrequencyNormalizer([2.0, 1.0, 0.5, 0.25], 95.0, 3, config).to_dict(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    polyak = MotionPipeline._loop_guidance
+    print(f"loop error vs guidance scale: tiny random MotionUNet, {steps} DDIM steps, "
+          f"{num_photos} photos")  # fmt: skip
+    print("| step rule | scale | loop error (px) | L at step 1 | max L | L at last step |")
+    print("|---|---:|---:|---:|---:|---:|")
+    rules = [("classifier", _classifier_guidance, (0.0, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0)),
+             ("polyak", polyak, (0.1, 0.3, 0.5, 1.0))]  # fmt: skip
+    try:
+        for rule, function, scales in rules:
+            MotionPipeline._loop_guidance = function
+            for scale in scales:
+                errors = []
+                for seed in range(num_photos):
+                    rng = np.random.default_rng(seed)
+                    photo = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+                    out = pipe(photo, num_inference_steps=steps, loop_guidance_scale=scale,
+                               generator=torch.Generator().manual_seed(seed))  # fmt: skip
+                    d = out.displacements[0]
+                    errors.append(np.linalg.norm(d[-1] - d[0], axis=-1).mean())
+                losses = [float(v.mean()) for v in pipe.loop_losses] if scale else [np.nan]
+                print(f"| {rule if scale else 'none'} | {scale:g} | {np.mean(errors):.4f} "
+                      f"| {losses[0]:.3g} | {max(losses):.3g} | {losses[-1]:.3g} |")  # fmt: skip
+    finally:
+        MotionPipeline._loop_guidance = polyak
+
+
 # ----------------------------------------------------------------------------- quality
 
 
@@ -253,6 +327,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dpm_steps", type=int, nargs="+", default=[10, 20, 25])
     parser.add_argument("--max_clips", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--loop_scan", action="store_true",
+                        help="loop error vs guidance scale on a tiny random model")  # fmt: skip
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 2:
@@ -261,6 +337,8 @@ def main(argv=None) -> None:
         print(json.dumps(time_configuration(
             args._child, args.threads[0], args.steps, args.full_steps, args.codec
         )))  # fmt: skip
+    elif args.loop_scan:
+        loop_scan()
     elif args.model or args.data:
         if not (args.model and args.data):
             parser.error("--model and --data go together")

@@ -29,7 +29,8 @@ Baselines (``evaluate_motion``):
 * ``mean_spectrum``: one spectrum for every pixel of every photo, from the training split:
   bin 0 = the mean DC displacement (real parts; imaginary DC is not a signal), bins k > 0 =
   the mean amplitude of x and of y, ``mean over clips and pixels of sqrt(re^2 + im^2)``, as
-  cosines (phase 0). It has the right motion energy per frequency but no spatial layout.
+  sines (imaginary parts), which vanish at frame 0 as the truth does (D[0] = DC only). It
+  has the average motion energy per frequency but no spatial layout.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def mean_spectrum(spectra) -> np.ndarray:
     """``(K, 4)`` training-set mean spectrum (see the module docstring) from ``(K, 4, H, W)`` volumes.
 
     Returns per bin ``(re_x, im_x, re_y, im_y)``: bin 0 the mean real DC, bins k > 0 the mean
-    amplitude of x and of y in the real slots, 0 in the imaginary ones.
+    amplitude of x and of y in the imaginary slots, 0 in the real ones (sines, so the
+    frequencies k > 0 add nothing at frame 0, the photo).
     """
     total, count = None, 0
     for spectral in spectra:
@@ -135,7 +137,7 @@ def mean_spectrum(spectra) -> np.ndarray:
         amp_x = np.hypot(spectral[:, 0], spectral[:, 1]).mean(axis=(1, 2))  # (K,)
         amp_y = np.hypot(spectral[:, 2], spectral[:, 3]).mean(axis=(1, 2))
         row = np.zeros((spectral.shape[0], 4))
-        row[:, 0], row[:, 2] = amp_x, amp_y
+        row[1:, 1], row[1:, 3] = amp_x[1:], amp_y[1:]  # sines: zero at frame 0
         row[0, 0], row[0, 2] = spectral[0, 0].mean(), spectral[0, 2].mean()
         total = row if total is None else total + row
         count += 1

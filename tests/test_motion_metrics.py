@@ -103,9 +103,14 @@ def test_mean_spectrum_definition():
     spectrum = mean_spectrum([a, b])
     assert spectrum.shape == (CONFIG.num_freqs, 4)
     expected_x1 = np.mean([np.hypot(v[1, 0], v[1, 1]).mean() for v in (a, b)])
-    assert spectrum[1, 0] == pytest.approx(expected_x1, rel=1e-6)
+    assert spectrum[1, 1] == pytest.approx(expected_x1, rel=1e-6)
     assert spectrum[0, 0] == pytest.approx(np.mean([v[0, 0].mean() for v in (a, b)]), rel=1e-6)
-    assert np.all(spectrum[:, 1] == 0) and np.all(spectrum[:, 3] == 0)
+    assert np.all(spectrum[1:, 0] == 0) and np.all(spectrum[1:, 2] == 0)
+    assert spectrum[0, 1] == 0 and spectrum[0, 3] == 0
+    # sines: at frame 0 only the DC is left
+    volume = constant_volume(spectrum, 2, 3)
+    d0 = spectral_to_displacement(np.ascontiguousarray(volume, np.float32), CONFIG.num_frames)[0]
+    np.testing.assert_allclose(d0[..., 0], spectrum[0, 0], rtol=1e-5)
 
 
 # ------------------------------------------------------------------------ evaluate_motion
