@@ -53,7 +53,14 @@ from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 # diffusers' from_pretrained finds a component's loader by looking up the base classes it
 # knows (ModelMixin, ...) in the module named in model_index.json: this one, for the U-Net.
-__all__ = ["ModelMixin", "SV3DPipeline", "SV3DUNetSpatioTemporalConditionModel"]
+__all__ = [
+    "ModelMixin",
+    "SV3DPipeline",
+    "SV3DUNetSpatioTemporalConditionModel",
+    "preprocess_object",
+    "sv3d_orbit",
+    "triangle_guidance",
+]
 
 SV3D_NUM_FRAMES = 21
 SV3D_RESOLUTION = 576  # px, square
@@ -118,11 +125,6 @@ def triangle_guidance(
     t = torch.linspace(0.0, 1.0, num_frames, dtype=torch.float64)
     wave = 2.0 * (t - torch.floor(t + 0.5)).abs()
     return (wave * (max_scale - min_scale) + min_scale).float()
-
-
-def linear_guidance(num_frames: int, min_scale: float, max_scale: float) -> torch.Tensor:
-    """SVD's per-frame guidance: ``min_scale`` at the first frame rising to ``max_scale``."""
-    return torch.linspace(min_scale, max_scale, num_frames)
 
 
 # ----------------------------------------------------------------------------- object input
