@@ -163,6 +163,8 @@ def resolve_settings(args: argparse.Namespace) -> argparse.Namespace:
             f"need 0 < --min_guidance_scale <= --max_guidance_scale, got "
             f"{args.min_guidance_scale} and {args.max_guidance_scale}"
         )
+    if not sv3d and not 5 <= args.fps_id <= 30:
+        print(f"WARNING: --fps_id {args.fps_id} is outside 5-30, the range SVD was trained on")
     args.fps = float(args.fps_id + 1) if args.fps is None else args.fps
     if not args.fps > 0:
         raise ValueError(f"--fps must be > 0, got {args.fps}")

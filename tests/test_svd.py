@@ -335,6 +335,17 @@ def test_preprocess_object_centres_on_white():
         preprocess_object(Image.new("RGBA", (50, 50)))
 
 
+def test_svd_input_sizes(tmp_path):
+    photo = _photo(tmp_path / "wide.png", (700, 300))
+    parse = sample.build_parser("svd").parse_args
+    args = svd.resolve_settings(parse(["--method", "svd", "--model", str(tmp_path)]))
+    image, notes = svd.prepare_input(args, photo, pipeline=None)
+    assert image.size == (640, 256) and "resized to 640x256" in notes[0]
+    args = svd.resolve_settings(parse(["--method", "svd", "--resize", "model"]))
+    image, notes = svd.prepare_input(args, photo, pipeline=None)
+    assert image.size == (1024, 576) and notes == []  # cover-cropped to the training size
+
+
 def test_out_of_memory_names_the_knobs(tmp_path):
     def exhausted(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
