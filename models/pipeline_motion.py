@@ -207,12 +207,23 @@ class MotionPipeline(DiffusionPipeline):
                 f"MotionConfig and FrequencyNormalizer as dicts); {TRAIN_UNET_HINT}"
             )
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
+        # validate before registering: a bad dict fails here with the class's own message
+        MotionConfig.from_dict(motion_config)
+        FrequencyNormalizer.from_dict(normalization)
         self.register_to_config(
             motion_config=dict(motion_config), normalization=dict(normalization)
         )
-        self.motion_config = MotionConfig.from_dict(motion_config)
-        self.normalizer = FrequencyNormalizer.from_dict(normalization)
         self._check_components()
+
+    @property
+    def motion_config(self) -> MotionConfig:
+        """T, fps, K and frame size of the training data (read from the pipeline's config)."""
+        return MotionConfig.from_dict(self.config.motion_config)
+
+    @property
+    def normalizer(self) -> FrequencyNormalizer:
+        """The training data's frequency-adaptive normalisation (from the pipeline's config)."""
+        return FrequencyNormalizer.from_dict(self.config.normalization)
 
     # ------------------------------------------------------------------ construction
 

@@ -191,6 +191,12 @@ def test_evaluate_motion_with_a_pipeline(tmp_path, one_torch_thread):
     assert again[0] == model  # seeded: the same numbers
 
     other = MotionConfig(num_frames=12, fps=6.0, num_freqs=4, width=64, height=16)
-    pipe.motion_config = other
+    wider = MotionPipeline(
+        vae=pipe.vae,
+        unet=pipe.unet,
+        scheduler=pipe.scheduler,
+        motion_config=other.to_dict(),
+        normalization=pipe.config.normalization,
+    )
     with pytest.raises(ValueError, match="prepare_data.py"):
-        evaluate_motion(data, pipe, max_clips=1)
+        evaluate_motion(data, wider, max_clips=1)

@@ -189,6 +189,8 @@ def test_save_load_round_trip(pipe, tmp_path):
     loaded = MotionPipeline.from_pretrained(tmp_path / "pipe")
     loaded.set_progress_bar_config(disable=True)
     assert loaded.motion_config == CONFIG
+    with pytest.raises(AttributeError):  # one source of truth: the saved config
+        loaded.motion_config = MotionConfig(num_freqs=2)
     np.testing.assert_array_equal(loaded.normalizer.scales, NORMALIZER.scales)
     np.testing.assert_array_equal(
         run(loaded, photo(2), loop_guidance_scale=0.5).spectral,
@@ -196,6 +198,7 @@ def test_save_load_round_trip(pipe, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_from_pretrained_in_a_fresh_process(pipe, tmp_path):
     """diffusers only loads classes of modules already imported: from_pretrained must do it."""
     pipe.save_pretrained(tmp_path / "pipe")
