@@ -42,5 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     return load_method(args.method).run(args)
 
 
+def cli() -> int:
+    """``main`` for the command line: a user error prints one line, not a traceback."""
+    try:
+        return main()
+    except (ValueError, OSError, MemoryError) as error:  # bad input, missing/unwritable files
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted; outputs already written are complete (written atomically)",
+            file=sys.stderr,
+        )
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

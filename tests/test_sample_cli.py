@@ -89,3 +89,18 @@ def test_bad_numbers(tmp_path, flag, value):
     with pytest.raises(ValueError, match=flag):
         sample.main(["--image", str(_photo(tmp_path / "a.png")), "--output", str(tmp_path / "o"),
                      flag, value])  # fmt: skip
+
+
+def test_command_line_prints_one_line_errors(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "sample.py", "--image", str(tmp_path / "missing.jpg")],
+        capture_output=True,
+        text=True,
+        cwd=sample.__file__.rsplit("/", 1)[0],
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "missing.jpg" in result.stderr
+    assert "Traceback" not in result.stderr
