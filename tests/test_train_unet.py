@@ -227,11 +227,16 @@ def test_kill_then_resume_loses_nothing(prepared, tmp_path):
     log, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, log
     assert f"resuming from {out / f'checkpoint-{steps[-1]}'} (step {steps[-1]})" in log
-    train(prepared, straight, "--stage", "2", "--max_train_steps", str(total),
-          "--checkpointing_steps", "1000", "--lr_scheduler", "constant")  # fmt: skip
+    # The reference run in a subprocess too: Adam turns float differences between this
+    # process and a fresh interpreter in near-zero gradients into lr-sized steps.
+    reference = run_cli(*base, "--output_dir", str(straight), "--max_train_steps", str(total),
+                        "--checkpointing_steps", "1000", "--lr_scheduler", "constant")  # fmt: skip
+    log, _ = reference.communicate(timeout=300)
+    assert reference.returncode == 0, log
     a = MotionUNet.from_pretrained(out / "unet").state_dict()
     b = MotionUNet.from_pretrained(straight / "unet").state_dict()
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-6, (worst, steps)
 
 
 @pytest.mark.slow
