@@ -24,6 +24,8 @@ This module imports without numba; :func:`is_available` says whether it can run.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -361,11 +363,31 @@ def _array(tensor: torch.Tensor, rows: int) -> np.ndarray:
     return tensor.numpy().reshape(tensor.shape[0], rows, tensor.shape[2] * tensor.shape[3])
 
 
+def _respect_torch_threads(function):
+    """Run a kernel with as many numba threads as PyTorch uses, and leave PyTorch's count as
+    it was: starting numba's OpenMP pool resets the process-wide OpenMP thread count, which
+    silently gave a caller who had set ``torch.set_num_threads(1)`` two threads again (and
+    a many-fold slowdown on a busy machine)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        torch_threads = torch.get_num_threads()
+        numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if torch.get_num_threads() != torch_threads:
+                torch.set_num_threads(torch_threads)
+
+    return wrapper
+
+
 def _tasks(n: int) -> int:
     """Tasks per image so that a small batch still gives every thread work."""
     return max(1, -(-numba.get_num_threads() // n))
 
 
+@_respect_torch_threads
 def forward(
     input: torch.Tensor,
     flow: torch.Tensor,
@@ -427,6 +449,7 @@ def forward(
     )
 
 
+@_respect_torch_threads
 def backward(
     grad_output: torch.Tensor,
     grad_weight_sum: torch.Tensor | None,

@@ -85,3 +85,15 @@ def test_auto_selects_numba_on_cpu_and_errors():
 def test_empty_batch_uses_torch_path():
     out = softsplat(torch.zeros(0, 2, 3, 4), torch.zeros(0, 2, 3, 4), None, "avg")
     assert out.shape == (0, 2, 3, 4)
+
+
+def test_kernel_keeps_torch_thread_count():
+    """numba's OpenMP pool must not reset PyTorch's thread count (it did: 1 -> 2)."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        image, flow = torch.rand(1, 3, 8, 8), torch.rand(1, 2, 8, 8)
+        softsplat(image, flow, mode="avg", backend="numba")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
