@@ -411,6 +411,9 @@ def main(argv: list[str] | None = None) -> None:
         num_train_timesteps=args.num_train_timesteps,
         beta_schedule=args.beta_schedule,
         prediction_type=args.prediction_type,
+        # Latents have unit variance, not a [-1, 1] range: clipping the predicted x0 (the
+        # DDPM default, inherited by DDIM built from this config) would cut their tails.
+        clip_sample=False,
     )
     state = {
         "data_config": data_config.to_dict(),
