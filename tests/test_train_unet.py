@@ -69,12 +69,9 @@ def test_stage1_then_stage2(prepared, tmp_path):
     assert (stage1 / "codec" / "normalization.json").read_bytes() == (
         prepared / "normalization.json"
     ).read_bytes()
-    assert (
-        json.loads((stage1 / "scheduler" / "scheduler_config.json").read_text())[
-            "num_train_timesteps"
-        ]
-        == 1000
-    )
+    scheduler_config = json.loads((stage1 / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler_config["num_train_timesteps"] == 1000
+    assert scheduler_config["clip_sample"] is False  # unit-variance latents are not in [-1, 1]
     records = [json.loads(line) for line in (stage1 / "validation.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 3] and all(
         np.isfinite(r["val_loss"]) for r in records
