@@ -8,7 +8,7 @@
 For every clip of every video: estimate the flow from frame 0 to every frame t on the
 real video, render frames 1..T-1 from frame 0 with every method, and compare them to the
 real frames. Methods (rows): the frame-synthesis model (``--model``, default
-``weights/default/frame_synthesis`` when it exists), and the baselines of
+``weights/default/renderer`` when it exists), and the baselines of
 ``splatting.render_frames``: average splatting, softmax splatting, OpenCV remap bicubic,
 copy frame 0. Columns: PSNR pooled per clip (the MSE of all its frames, as the reference
 table of the public reimplementation), the per-frame mean PSNR, SSIM (Gaussian 11x11,
@@ -43,10 +43,11 @@ from data.config import MotionConfig, parse_size
 from data.flow import estimate_flow
 from data.io_utils import atomic_write, ensure_writable_dir
 from data.video import detect_scene_cuts, read_video, resample_to_fps, shot_ranges
+from generators.gid import DEFAULT_MODEL, RENDERER_SUBFOLDER
 from splatting import render_frames
 
-# The default weights folder of the trained renderer (shipped by the project).
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "default" / "frame_synthesis"
+# The trained renderer shipped with the project (the one sample.py uses by default).
+DEFAULT_MODEL_DIR = DEFAULT_MODEL / RENDERER_SUBFOLDER
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 # Baselines (rows) and their splatting.render_frames method names, in table order.
 BASELINES = {

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image",
         default=str(EXAMPLES_DIR),
-        help="a photo, a folder of photos or a glob pattern (default: the bundled examples)",
+        help="a photo, a folder of photos or a glob pattern; the bundled examples by default",
     )
     parser.add_argument("--output", default="outputs/samples", help="output folder")
     parser.add_argument("--format", choices=FORMATS, default="gif")
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--renderer", choices=RENDERERS, default="synthesis",
                         help="synthesis: the learned renderer; others: splatting baselines")  # fmt: skip
     parser.add_argument("--model", default=str(DEFAULT_MODEL),
-                        help="motion pipeline folder or hub id (default: the shipped weights)")  # fmt: skip
+                        help="motion pipeline folder or hub id; the shipped weights by default")  # fmt: skip
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     parser.add_argument("--save_motion", action="store_true",
                         help="also write the spectral volume (.npz), flow images, spectrum plot")  # fmt: skip

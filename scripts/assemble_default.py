@@ -1,0 +1,47 @@
+"""Assemble a sample.py model folder from train_unet.py's output and a trained renderer.
+
+    python scripts/assemble_default.py --unet_output OUT/unet_stage2 --renderer OUT/renderer \
+        --out weights/default
+
+Writes a ``MotionPipeline`` folder (model_index.json, vae/ = the spectral codec, unet/,
+scheduler/ = DDIM, the motion config and normalisation statistics) with the renderer in
+``renderer/``: exactly what ``python sample.py --model DIR`` loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from generators.gid import RENDERER_SUBFOLDER  # noqa: E402
+from models.frame_synthesis import FrameSynthesisModel  # noqa: E402
+from models.pipeline_motion import MotionPipeline  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--unet_output", required=True, help="a finished train_unet.py output_dir")
+    parser.add_argument("--renderer", help="a FrameSynthesisModel folder (save_pretrained)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            raise SystemExit(f"error: {out} is not empty; pass --overwrite to replace it")
+        shutil.rmtree(out)
+    pipeline = MotionPipeline.from_training_output(args.unet_output, scheduler="ddim")
+    pipeline.save_pretrained(out)
+    if args.renderer:
+        FrameSynthesisModel.from_pretrained(args.renderer).save_pretrained(out / RENDERER_SUBFOLDER)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"wrote {out} ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
