@@ -745,18 +745,30 @@ def write_gif(
     """Write an animated GIF (Pillow; ``loop=0`` loops forever).
 
     GIF stores delays in hundredths of a second, so the played rate is ``100 / round(100 /
-    fps)`` (30 fps plays at 33.3). Colours are quantised to 256 per frame.
+    fps)`` (30 fps plays at 33.3). Colours are quantised to **one 256-colour palette for
+    the whole clip** (fast octree over up to 8 frames spread over it, no dithering): still
+    regions keep exactly the same colours in every frame. Per-frame palettes (imageio's
+    default) made still pixels flicker by 0.9 grey levels on average and took 25x longer
+    for a 150-frame 256x160 clip at the same mean error (docs/VIDEO_IO.md).
     """
-    import imageio.v3 as iio
+    from PIL import Image
 
     path = _prepare_output(path, overwrite)
     clip = _as_uint8_clip(frames)
-    atomic_write(
-        path,
-        lambda tmp: iio.imwrite(
-            tmp, clip, extension=".gif", plugin="pillow", duration=1000.0 / fps, loop=loop
-        ),
-    )
+    mosaic = np.concatenate(clip[:: max(1, len(clip) // 8)][:8], axis=0)
+    palette = Image.fromarray(mosaic).quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+    images = [
+        Image.fromarray(frame).quantize(palette=palette, dither=Image.Dither.NONE) for frame in clip
+    ]
+    duration_ms = 1000.0 / fps
+
+    def _write(tmp: Path) -> None:
+        images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:],
+            duration=duration_ms, loop=loop,
+        )  # fmt: skip
+
+    atomic_write(path, _write)
     return path
 
 

@@ -328,3 +328,17 @@ def test_no_warning_on_complete_file(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_video(path)
+
+
+def test_gif_uses_one_palette_so_still_pixels_never_flicker(tmp_path):
+    rng = np.random.default_rng(0)
+    still = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    clip = np.repeat(still[None], 10, axis=0)
+    clip[:, :, 20:] = rng.integers(0, 256, (10, 32, 20, 3), dtype=np.uint8)  # a moving half
+    write_gif(clip, tmp_path / "c.gif", fps=10)
+    import imageio.v3 as iio
+
+    back = iio.imread(tmp_path / "c.gif", index=None)[..., :3].astype(int)
+    assert back.shape == (10, 32, 40, 3)
+    assert (back[:, :, :20] == back[0, :, :20]).all()  # the still half: identical colours
+    assert np.abs(back - clip).mean() < 12  # 256 colours for random pixels: coarse but close
