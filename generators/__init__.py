@@ -29,3 +29,24 @@ def load_method(name: str) -> ModuleType:
     if name not in METHODS:
         raise ValueError(f"unknown --method {name!r}; choose from {', '.join(METHODS)}")
     return importlib.import_module(METHODS[name])
+
+
+def pick_device(name: str):
+    """``--device auto|cpu|cuda|mps`` -> a ``torch.device``; auto prefers CUDA, then MPS.
+
+    Raises:
+        ValueError: the named device is not available here.
+    """
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (try --device cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps: MPS is not available (try --device cpu)")
+    return torch.device(name)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from data.images import collect_images, load_image, output_stems
+from generators import pick_device
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "weights" / "default"
@@ -69,22 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save_motion", action="store_true",
                         help="also write the spectral volume (.npz), flow images, spectrum plot")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-
-
-def _pick_device(name: str):
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available (try --device cpu)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps: MPS is not available (try --device cpu)")
-    return torch.device(name)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -249,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
 
     timings = {"load": 0.0, "motion": 0.0, "render": 0.0, "write": 0.0}
     start = time.perf_counter()
-    device = _pick_device(args.device)
+    device = pick_device(args.device)
     pipeline, synthesis = load_models(args.model, args.renderer, device)
     _set_scheduler(pipeline, args.scheduler)
     timings["load"] = time.perf_counter() - start

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from data.images import collect_images, load_image, output_stems
+from generators import pick_device
 
 FORMATS = ("gif", "mp4", "webp", "frames")
 MODEL_HINT = (
@@ -151,22 +152,6 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------- loading
-
-
-def _pick_device(name: str):
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available (try --device cpu)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps: MPS is not available (try --device cpu)")
-    return torch.device(name)
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -307,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
 
     timings = {"load": 0.0, "keyframes": 0.0, "interpolate": 0.0, "write": 0.0}
     start = time.perf_counter()
-    pipeline = load_pipeline(args, _pick_device(args.device))
+    pipeline = load_pipeline(args, pick_device(args.device))
     timings["load"] = time.perf_counter() - start
 
     failures: list[tuple[Path, str]] = []

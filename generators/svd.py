@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from data.images import collect_images, load_image, output_stems
-from generators.gid import EXAMPLES_DIR, _pick_device
+from generators import pick_device
+from generators.gid import EXAMPLES_DIR
 
 
 @dataclass(frozen=True)
@@ -411,7 +412,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     start = time.perf_counter()
-    device = _pick_device(args.device)
+    device = pick_device(args.device)
     pipeline = load_pipeline(args, device)
     remover = background_remover() if args.version.startswith("sv3d") else None
     if args.verbose:
