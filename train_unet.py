@@ -57,7 +57,13 @@ from models.spectral_codec import (
     save_spectral_codec,
     set_codec_scaling_factor,
 )
-from train_vae import TRAINING_STATE, list_checkpoints, load_data_config, save_checkpoint
+from models.training_utils import (
+    TRAINING_STATE,
+    list_checkpoints,
+    load_data_config,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 
 logger = get_logger(__name__)
 VALIDATION_LOG = "validation.jsonl"  # in output_dir: one JSON line per validation
@@ -276,23 +282,6 @@ def flip_left_right(image: torch.Tensor, spectral: torch.Tensor, flip: torch.Ten
 
 
 # ------------------------------------------------------------------------ checkpoints
-
-
-def resolve_checkpoint(args) -> Path | None:
-    if args.resume_from_checkpoint is None:
-        return None
-    if args.resume_from_checkpoint == "latest":
-        found = list_checkpoints(Path(args.output_dir))
-        return found[-1] if found else None  # nothing yet: start fresh, like diffusers
-    path = Path(args.resume_from_checkpoint)
-    if not path.is_dir():
-        path = Path(args.output_dir) / args.resume_from_checkpoint
-    if not (path / TRAINING_STATE).is_file():
-        raise SystemExit(
-            f"error: checkpoint {args.resume_from_checkpoint} not found (no {TRAINING_STATE} in "
-            f"{path}); available: {[p.name for p in list_checkpoints(Path(args.output_dir))]}"
-        )
-    return path
 
 
 UNET_KEYS = ("num_freqs", "latent_channels", "block_out_channels", "layers_per_block",

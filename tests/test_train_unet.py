@@ -22,8 +22,8 @@ from data.spectral import FrequencyNormalizer
 from data.synthetic import write_synthetic_dataset
 from models.motion_unet import MotionUNet
 from models.spectral_codec import ResampleSpectralCodec, load_spectral_codec, save_spectral_codec
+from models.training_utils import list_checkpoints
 from tests.test_prepare import textured_photo
-from train_vae import list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = MotionConfig(num_frames=20, fps=10.0, num_freqs=4, width=64, height=48)
