@@ -123,6 +123,17 @@ def load_image(
         size = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
         image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
+    return to_rgb(image, keep_alpha=keep_alpha)
+
+
+def to_rgb(image: Image.Image, keep_alpha: bool = False) -> Image.Image:
+    """Any decoded PIL image -> upright 8-bit RGB (or RGBA with ``keep_alpha``).
+
+    Applies EXIF orientation (a no-op if already applied); 16-bit, 32-bit and float modes
+    are scaled to 8 bits; CMYK, YCbCr, palette, grayscale and 1-bit become RGB; without
+    ``keep_alpha``, transparency is composited on white (what a viewer shows).
+    """
+    image = ImageOps.exif_transpose(image)
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         image = _to_8bit(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (

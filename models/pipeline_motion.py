@@ -43,7 +43,7 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image, ImageOps
+from PIL import Image
 
 from data.config import SPECTRAL_CHANNELS, MotionConfig
 from data.spectral import FrequencyNormalizer
@@ -140,16 +140,9 @@ def loop_loss(disp_first: torch.Tensor, disp_last: torch.Tensor) -> torch.Tensor
 
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
     """Any PIL image (EXIF-rotated, RGBA, L, P, 16-bit, float) -> (H, W, 3) uint8 upright RGB."""
-    from data.images import _to_8bit  # the project's one converter of 16-bit/float modes
+    from data.images import to_rgb
 
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        image = _to_8bit(image)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(to_rgb(image))
 
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:
