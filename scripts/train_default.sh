@@ -26,18 +26,35 @@ python prepare_data.py --videos "$OUT/videos" --out "$OUT/prepared" --num-worker
 UNET="--block_out_channels 32 64 128 --layers_per_block 1 --attention_head_dim 32"
 [ -d "$OUT/unet_stage1/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared" --codec resample:8 \
     --output_dir "$OUT/unet_stage1" --stage 1 $UNET --train_batch_size 16 \
-    --learning_rate 3e-4 --lr_warmup_steps 50 --max_train_steps 100000 --max_train_seconds 1800 \
+    --learning_rate 3e-4 --lr_warmup_steps 50 --max_train_steps 901 \
     --random_flip --use_ema --ema_decay 0.995 --checkpointing_steps 100 \
     --checkpoints_total_limit 2 --validation_steps 200 --seed 0 --resume_from_checkpoint latest
 [ -d "$OUT/unet_stage2/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared" --codec "$OUT/unet_stage1/codec" \
     --output_dir "$OUT/unet_stage2" --stage 2 --pretrained_unet "$OUT/unet_stage1" $UNET \
-    --train_batch_size 2 --learning_rate 1e-4 --lr_warmup_steps 20 --max_train_steps 100000 \
-    --max_train_seconds 2400 --random_flip --use_ema --ema_decay 0.995 \
-    --checkpointing_steps 50 --checkpoints_total_limit 2 --validation_steps 100 --seed 0 \
+    --train_batch_size 2 --learning_rate 1e-4 --lr_warmup_steps 20 --max_train_steps 1448 \
+    --random_flip --use_ema --ema_decay 0.995 \
+    --checkpointing_steps 50 --checkpoints_total_limit 2 --validation_steps 150 --seed 0 \
     --resume_from_checkpoint latest
 
-# 3. Renderer: see docs/FRAME_SYNTHESIS.md for the command; it writes $OUT/renderer.
-RENDERER_COMMAND_PLACEHOLDER
+# 3. Renderer: real video (bikes.mp4 frames 0-186; frames 187-241 and tree.avi are held out
+#    for evaluation) and the real frame pairs; docs/FRAME_SYNTHESIS.md explains the choices.
+mkdir -p "$OUT/renderer_videos"
+python - "$DATA" "$OUT" <<'PY'
+import sys
+from pathlib import Path
+from data.video import read_video, write_mp4
+data, out = Path(sys.argv[1]), Path(sys.argv[2])
+target = out / "renderer_videos" / "bikes_frames000-186.mp4"
+if not target.exists():
+    video = read_video(data / "videos" / "bikes.mp4", drop_duplicates=False)
+    write_mp4(video.frames[:187], target, 25, quality=10)
+PY
+[ -f "$OUT/renderer/config.json" ] || NUMBA_NUM_THREADS=1 python train_frame_synthesis.py \
+    --videos "$OUT/renderer_videos" --pairs "$DATA/pairs" --max_gap 12 --window_stride 2 \
+    --cache_dir "$OUT/renderer_flow_cache" --output_dir "$OUT/renderer" --resolution 128 \
+    --train_batch_size 8 --max_train_steps 1200 --learning_rate 5e-4 --lr_warmup_steps 50 \
+    --block_out_channels 16,24,32 --grid_columns 2 --validation_steps 300 \
+    --checkpointing_steps 100 --checkpoints_total_limit 2 --resume_from_checkpoint latest
 
 # 4. Assemble weights/default: the motion pipeline (codec + U-Net + scheduler + config +
 #    normalisation) and the renderer in weights/default/renderer.
