@@ -143,3 +143,18 @@ def test_model_without_renderer_names_the_way_out(model_dir, photos, tmp_path):
         _run(tmp_path / "motion_only", photos / "leaf.png", tmp_path / "o")
     assert _run(tmp_path / "motion_only", photos / "leaf.png", tmp_path / "o",
                 "--renderer", "softsplat") == 0  # fmt: skip
+
+
+def test_shipped_weights_animate_the_bundled_examples(tmp_path, capsys):
+    """The README's first command, shortened: the committed default weights load and run."""
+    from generators.gid import DEFAULT_MODEL, EXAMPLES_DIR
+
+    assert (DEFAULT_MODEL / "model_index.json").is_file(), "weights/default is missing"
+    code = sample.main(["--output", str(tmp_path), "--num_frames", "6",
+                        "--num_inference_steps", "2"])  # fmt: skip
+    assert code == 0
+    written = sorted(p.name for p in tmp_path.glob("*.gif"))
+    assert written == sorted(f"{p.stem}.gif" for p in EXAMPLES_DIR.glob("*.jpg"))
+    with Image.open(tmp_path / written[0]) as gif:
+        assert gif.size == (256, 160) and gif.n_frames == 6
+    assert "2/2 photos" in capsys.readouterr().out
