@@ -13,6 +13,7 @@ when chosen, so one method's optional dependencies never slow down or break anot
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
 
 # --method value -> module path. "gid" (Generative Image Dynamics) is the default.
@@ -50,3 +51,33 @@ def pick_device(name: str):
     if name == "mps" and not torch.backends.mps.is_available():
         raise ValueError("--device mps: MPS is not available (try --device cpu)")
     return torch.device(name)
+
+
+def plan_outputs(image_spec: str, output: str, fmt: str, overwrite: bool) -> dict[Path, Path]:
+    """Photo -> output path (``<output>/<unique stem>.<fmt>``, a folder for ``frames``).
+
+    Checks everything a run could fail on before any model loads: the photos exist, the
+    output folder is writable, and no output exists unless ``overwrite``.
+
+    Raises:
+        FileNotFoundError / ValueError: no photos at ``image_spec``.
+        PermissionError: the output folder cannot be written.
+        FileExistsError: an output exists and ``overwrite`` is False.
+    """
+    from data.images import collect_images, output_stems
+    from data.io_utils import ensure_writable_dir
+
+    photos = collect_images(image_spec)
+    out_dir = ensure_writable_dir(output)
+    stems = output_stems(photos)
+    targets = {
+        photo: out_dir / (stems[photo] if fmt == "frames" else f"{stems[photo]}.{fmt}")
+        for photo in photos
+    }
+    existing = [str(path) for path in targets.values() if path.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''} already exist; "
+            "pass --overwrite to replace them or choose another --output"
+        )
+    return targets

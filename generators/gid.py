@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.images import collect_images, load_image, output_stems
-from generators import pick_device
+from data.images import load_image
+from generators import pick_device, plan_outputs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "weights" / "default"
@@ -134,10 +134,6 @@ def _set_scheduler(pipeline, name: str) -> None:
     pipeline.scheduler = classes[name].from_config(pipeline.scheduler.config)
 
 
-def _output_path(out_dir: Path, stem: str, fmt: str) -> Path:
-    return out_dir / (stem if fmt == "frames" else f"{stem}.{fmt}")
-
-
 def _write_frames(path: Path, frames: np.ndarray, fps: float, fmt: str, overwrite: bool) -> None:
     from data.video import write_video
 
@@ -217,20 +213,9 @@ def animate(args: argparse.Namespace, pipeline, synthesis, photo: Path, out_path
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from data.io_utils import ensure_writable_dir
-
     _check_args(args)
-    photos = collect_images(args.image)
-    out_dir = Path(args.output)
-    ensure_writable_dir(out_dir)
-    stems = output_stems(photos)
-    targets = {photo: _output_path(out_dir, stems[photo], args.format) for photo in photos}
-    existing = [str(path) for path in targets.values() if path.exists()]
-    if existing and not args.overwrite:
-        raise FileExistsError(
-            f"{', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''} already exist; "
-            "pass --overwrite to replace them or choose another --output"
-        )
+    targets = plan_outputs(args.image, args.output, args.format, args.overwrite)
+    photos = list(targets)
 
     timings = {"load": 0.0, "motion": 0.0, "render": 0.0, "write": 0.0}
     start = time.perf_counter()

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.images import collect_images, load_image, output_stems
-from generators import pick_device
+from data.images import load_image
+from generators import pick_device, plan_outputs
 
 FORMATS = ("gif", "mp4", "webp", "frames")
 MODEL_HINT = (
@@ -200,10 +200,6 @@ def load_pipeline(args: argparse.Namespace, device):
 # ----------------------------------------------------------------------------- per photo
 
 
-def _output_path(out_dir: Path, stem: str, fmt: str) -> Path:
-    return out_dir / (stem if fmt == "frames" else f"{stem}.{fmt}")
-
-
 def _write_pngs(folder: Path, frames: np.ndarray) -> None:
     from PIL import Image
 
@@ -272,23 +268,13 @@ def animate(args, pipeline, photo: Path, out_path: Path, schedule, timings: dict
 
 
 def run(args: argparse.Namespace) -> int:
-    from data.io_utils import ensure_writable_dir
     from models.pipeline_sd_edit import prompt_schedule
 
     _check_args(args)
     prompts, counts = target_prompts(args)
     weights = prompt_schedule(len(prompts), args.keyframes, counts)
-    photos = collect_images(args.image)
-    out_dir = Path(args.output)
-    ensure_writable_dir(out_dir)
-    stems = output_stems(photos)
-    targets = {photo: _output_path(out_dir, stems[photo], args.format) for photo in photos}
-    existing = [str(path) for path in targets.values() if path.exists()]
-    if existing and not args.overwrite:
-        raise FileExistsError(
-            f"{', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''} already exist; "
-            "pass --overwrite to replace them or choose another --output"
-        )
+    targets = plan_outputs(args.image, args.output, args.format, args.overwrite)
+    photos = list(targets)
 
     timings = {"load": 0.0, "keyframes": 0.0, "interpolate": 0.0, "write": 0.0}
     start = time.perf_counter()
