@@ -198,7 +198,7 @@ def animate(args: argparse.Namespace, pipeline, synthesis, photo: Path, out_path
     start = time.perf_counter()
     if synthesis is not None:
         with torch.inference_mode():
-            frames = synthesis.render_frames(photo_rgb, disp)
+            frames = synthesis.render_frames(photo_rgb, disp, progress=True)
     else:
         frames = render_frames(photo_rgb, disp, method=args.renderer)
     timings["render"] += time.perf_counter() - start

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+from tqdm.auto import tqdm
 
 from splatting import hole_mask, softsplat
 
@@ -308,6 +309,7 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
         metric: np.ndarray | torch.Tensor | None = None,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: bool = False,
     ) -> np.ndarray:
         """Render T frames of one photo, encoding it once (same convention as
         ``splatting.render_frames``).
@@ -319,6 +321,7 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
                 ``[..., 0]`` = x (right), ``[..., 1]`` = y (down).
             metric: ``(H, W)`` motion magnitude in pixels; default mean_t |D_t|.
             batch_size: frames splatted and decoded at once.
+            progress: show a progress bar over the frames.
 
         Returns:
             ``(T, H, W, 3)`` uint8 frames.
@@ -347,6 +350,7 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
         metric = metric.to(device, dtype).reshape(1, 1, height, width)
         features = self.encode(photo)
         frames = np.empty((len(disp), height, width, 3), dtype=np.uint8)
+        bar = tqdm(total=len(disp), desc="render", unit="frame", leave=False, disable=not progress)
         for start in range(0, len(disp), batch_size):
             flow = disp[start : start + batch_size].permute(0, 3, 1, 2)
             n = flow.shape[0]
@@ -361,6 +365,8 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
                 .cpu()
                 .numpy()
             )
+            bar.update(n)
+        bar.close()
         return frames
 
     # -- helpers -----------------------------------------------------------------------
