@@ -193,6 +193,10 @@ def animate(args: argparse.Namespace, pipeline, synthesis, photo: Path, out_path
     # Frame n is at n / fps seconds; the clip the model describes lasts T / fps_model seconds.
     seconds = np.arange(args.num_frames) / args.fps * args.speed
     disp = displacement_at_phases(spectral, seconds * config.fps / config.num_frames)
+    # The photo is the clip's reference frame (training flow is measured from frame 0, so
+    # D[0] = 0 there); a sampled volume misses that by ~0.1 px, so shift it back: frame 0
+    # of every animation is the photo itself.
+    disp -= displacement_at_phases(spectral, [0.0])
     timings["motion"] += time.perf_counter() - start
 
     start = time.perf_counter()

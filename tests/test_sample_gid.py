@@ -158,3 +158,13 @@ def test_shipped_weights_animate_the_bundled_examples(tmp_path, capsys):
     with Image.open(tmp_path / written[0]) as gif:
         assert gif.size == (256, 160) and gif.n_frames == 6
     assert "2/2 photos" in capsys.readouterr().out
+
+
+def test_first_frame_is_the_photo(model_dir, photos, tmp_path):
+    _run(model_dir, photos / "tree.jpg", tmp_path / "o", "--format", "frames",
+         "--renderer", "remap", "--amplitude", "3")  # fmt: skip
+    frames = _frames(tmp_path / "o" / "tree")
+    _run(model_dir, photos / "tree.jpg", tmp_path / "still", "--format", "frames",
+         "--renderer", "remap", "--amplitude", "0")  # fmt: skip
+    np.testing.assert_array_equal(frames[0], _frames(tmp_path / "still" / "tree")[0])
+    assert not np.array_equal(frames[1], frames[0])
