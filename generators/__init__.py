@@ -13,6 +13,8 @@ when chosen, so one method's optional dependencies never slow down or break anot
 from __future__ import annotations
 
 import importlib
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -81,3 +83,30 @@ def plan_outputs(image_spec: str, output: str, fmt: str, overwrite: bool) -> dic
             "pass --overwrite to replace them or choose another --output"
         )
     return targets
+
+
+def run_batch(photos: list[Path], process: Callable[[Path], str], timings: dict[str, float]) -> int:
+    """Run ``process`` on every photo; a photo that fails is reported, the batch goes on.
+
+    ``process(photo)`` does one photo and returns the line to print (``wrote ...``); it may
+    add seconds to ``timings`` (stage name -> seconds). At the end one summary line says
+    where the time went, each failure gets a ``FAILED <photo>: <reason>`` line, and the
+    return value is the exit code: 1 if any photo failed, else 0.
+    """
+    from tqdm.auto import tqdm
+
+    failures: list[tuple[Path, str]] = []
+    for photo in tqdm(photos, desc="photos", disable=len(photos) == 1):
+        try:
+            print(process(photo))
+        except (ValueError, OSError, MemoryError) as error:  # a bad photo: report it, go on
+            failures.append((photo, str(error)))
+        except Exception:  # noqa: BLE001 (an unexpected failure must not stop the batch either)
+            failures.append((photo, traceback.format_exc(limit=3)))
+    print(
+        f"{len(photos) - len(failures)}/{len(photos)} photos in {sum(timings.values()):.1f} s: "
+        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
+    )
+    for photo, message in failures:
+        print(f"FAILED {photo}: {message}")
+    return 1 if failures else 0

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
 
 from data.images import load_image
-from generators import pick_device, plan_outputs
+from generators import pick_device, plan_outputs, run_batch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "weights" / "default"
@@ -215,8 +214,6 @@ def animate(args: argparse.Namespace, pipeline, synthesis, photo: Path, out_path
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     _check_args(args)
     targets = plan_outputs(args.image, args.output, args.format, args.overwrite)
     photos = list(targets)
@@ -228,20 +225,8 @@ def run(args: argparse.Namespace) -> int:
     _set_scheduler(pipeline, args.scheduler)
     timings["load"] = time.perf_counter() - start
 
-    failures: list[tuple[Path, str]] = []
-    for photo in tqdm(photos, desc="photos", disable=len(photos) == 1):
-        try:
-            animate(args, pipeline, synthesis, photo, targets[photo], timings)
-            print(f"wrote {targets[photo]}")
-        except (ValueError, OSError) as error:  # a bad photo: report it, go on with the rest
-            failures.append((photo, str(error)))
-        except Exception:  # noqa: BLE001 (an unexpected failure must not stop the batch either)
-            failures.append((photo, traceback.format_exc(limit=3)))
-    total = sum(timings.values())
-    print(
-        f"{len(photos) - len(failures)}/{len(photos)} photos in {total:.1f} s: "
-        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
-    )
-    for photo, message in failures:
-        print(f"FAILED {photo}: {message}")
-    return 1 if failures else 0
+    def process(photo: Path) -> str:
+        animate(args, pipeline, synthesis, photo, targets[photo], timings)
+        return f"wrote {targets[photo]}"
+
+    return run_batch(photos, process, timings)

@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
 
 from data.images import load_image
-from generators import pick_device, plan_outputs
+from generators import pick_device, plan_outputs, run_batch
 
 FORMATS = ("gif", "mp4", "webp", "frames")
 MODEL_HINT = (
@@ -281,25 +280,13 @@ def run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args, pick_device(args.device))
     timings["load"] = time.perf_counter() - start
 
-    failures: list[tuple[Path, str]] = []
-    for photo in photos:
-        try:
-            summary = animate(args, pipeline, photo, targets[photo], (prompts, weights), timings)
-            print(
-                f"wrote {targets[photo]}: {summary['frames']} frames, caption "
-                f"{json.dumps(summary['caption'])}, reconstruction error "
-                f"{summary['reconstruction_error']:.3f} (mean |diff|, 0..1; latent "
-                f"{summary['inversion_error']:.3f} relative L2)"
-            )
-        except (ValueError, OSError) as error:  # a bad photo: report it, go on with the rest
-            failures.append((photo, str(error)))
-        except Exception:  # noqa: BLE001 (an unexpected failure must not stop the batch either)
-            failures.append((photo, traceback.format_exc(limit=3)))
-    total = sum(timings.values())
-    print(
-        f"{len(photos) - len(failures)}/{len(photos)} photos in {total:.1f} s: "
-        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
-    )
-    for photo, message in failures:
-        print(f"FAILED {photo}: {message}")
-    return 1 if failures else 0
+    def process(photo: Path) -> str:
+        summary = animate(args, pipeline, photo, targets[photo], (prompts, weights), timings)
+        return (
+            f"wrote {targets[photo]}: {summary['frames']} frames, caption "
+            f"{json.dumps(summary['caption'])}, reconstruction error "
+            f"{summary['reconstruction_error']:.3f} (mean |diff|, 0..1; latent "
+            f"{summary['inversion_error']:.3f} relative L2)"
+        )
+
+    return run_batch(photos, process, timings)

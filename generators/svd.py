@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from data.images import collect_images, load_image, output_stems
-from generators import pick_device
+from generators import pick_device, run_batch
 from generators.gid import EXAMPLES_DIR
 
 
@@ -421,26 +420,19 @@ def run(args: argparse.Namespace) -> int:
               f"motion_bucket_id {args.motion_bucket_id}, cond_aug {args.cond_aug}, seed {args.seed}, "
               f"loaded in {time.perf_counter() - start:.1f} s")  # fmt: skip
 
-    failures: list[tuple[Path, str]] = []
-    for photo in photos:
-        try:
-            started = time.perf_counter()
-            image, notes = prepare_input(args, photo, pipeline, remover)
-            frames = generate(args, pipeline, image)
-            notes += write_outputs(args, folders[photo], stems[photo], image, frames)
-            for note in notes:
-                print(f"WARNING {photo.name}: {note}")
-            seconds = time.perf_counter() - started
-            print(
-                f"wrote {folders[photo] / (stems[photo] + '.mp4')} ({len(frames)} frames, {seconds:.1f} s)"
-            )
-        except (ValueError, OSError, MemoryError) as error:  # a bad photo: report, go on
-            failures.append((photo, str(error)))
-        except Exception:  # noqa: BLE001 (an unexpected failure must not stop the batch either)
-            failures.append((photo, traceback.format_exc(limit=3)))
-    print(
-        f"{len(photos) - len(failures)}/{len(photos)} photos in {time.perf_counter() - start:.1f} s"
-    )
-    for photo, message in failures:
-        print(f"FAILED {photo}: {message}")
-    return 1 if failures else 0
+    timings = {"load": time.perf_counter() - start, "generate": 0.0, "write": 0.0}
+
+    def process(photo: Path) -> str:
+        started = time.perf_counter()
+        image, notes = prepare_input(args, photo, pipeline, remover)
+        frames = generate(args, pipeline, image)
+        generated = time.perf_counter()
+        timings["generate"] += generated - started
+        notes += write_outputs(args, folders[photo], stems[photo], image, frames)
+        timings["write"] += time.perf_counter() - generated
+        for note in notes:
+            print(f"WARNING {photo.name}: {note}")
+        seconds = time.perf_counter() - started
+        return f"wrote {folders[photo] / (stems[photo] + '.mp4')} ({len(frames)} frames, {seconds:.1f} s)"
+
+    return run_batch(photos, process, timings)
