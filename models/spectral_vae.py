@@ -21,7 +21,6 @@ of finite differences at 1x, 1/2x, 1/4x) + a small KL term (weight 1e-6 by defau
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -246,19 +245,11 @@ def save_spectral_vae(
     motion_config: MotionConfig,
     normalization: str | Path | FrequencyNormalizer,
 ) -> Path:
-    """``save_pretrained`` plus ``motion_config.json`` and ``normalization.json`` beside it.
+    """``save_pretrained`` plus ``motion_config.json`` and ``normalization.json`` beside it
+    (``models.spectral_codec.save_spectral_codec``, which saves every codec kind)."""
+    from models.spectral_codec import save_spectral_codec  # it imports this module
 
-    Args:
-        normalization: the dataset's ``normalization.json`` (copied) or a normalizer.
-    """
-    out_dir = Path(out_dir)
-    vae.save_pretrained(out_dir)
-    motion_config.save_json(out_dir / MOTION_CONFIG_NAME)
-    if isinstance(normalization, FrequencyNormalizer):
-        normalization.save_json(out_dir / NORMALIZATION_NAME)
-    else:
-        shutil.copyfile(normalization, out_dir / NORMALIZATION_NAME)
-    return out_dir
+    return save_spectral_codec(vae, out_dir, motion_config, normalization)
 
 
 def load_spectral_vae(
