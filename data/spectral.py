@@ -178,39 +178,48 @@ def spectral_to_displacement(spectral: Array, num_frames: int) -> Array:
     return disp.astype(np.float32)
 
 
-def displacement_at_phases(spectral: np.ndarray, phases: np.ndarray) -> np.ndarray:
+def displacement_at_phases(spectral: Array, phases) -> Array:
     """Evaluate the motion's Fourier series at arbitrary points of the clip's period.
 
     ``spectral_to_displacement(S, T)[t]`` equals ``displacement_at_phases(S, t / T)``; other
     phases give the same motion at other frame rates, lengths or speeds (phase ``t * speed
-    / T`` plays it ``speed`` times faster; phases beyond 1 wrap around, the motion loops).
+    / T`` plays it ``speed`` times faster; phases beyond 1 wrap around, the motion loops)::
+
+        D(p) = sum_k w_k (Re S_k cos(2 pi k p) - Im S_k sin(2 pi k p)),
+        w_0 = 1 (DC, imaginary part dropped), w_k = 2 otherwise (a conjugate pair).
 
     Args:
-        spectral: ``(K, 4, H, W)`` in pixels (numpy), channels ``SPECTRAL_CHANNELS``; no
-            Nyquist bin (``K < T / 2``, as for every spectral volume of the project).
+        spectral: ``(K, 4, H, W)`` or ``(B, K, 4, H, W)`` in pixels, channels
+            ``SPECTRAL_CHANNELS``; no Nyquist bin (``K < T / 2``, as for every spectral
+            volume of the project). numpy, or torch (differentiable, any device).
         phases: ``(N,)`` positions in the period, in cycles (1.0 = one clip length).
 
     Returns:
-        ``(N, H, W, 2)`` float32 displacement in pixels.
+        ``(N, H, W, 2)`` or ``(B, N, H, W, 2)`` in pixels: numpy float32, or torch in the
+        input's dtype and device.
     """
-    spectral = np.asarray(spectral, dtype=np.float64)
-    if spectral.ndim != 4 or spectral.shape[1] != len(SPECTRAL_CHANNELS):
-        raise ValueError(f"spectral must be (K, 4, H, W), got shape {spectral.shape}")
+    if spectral.ndim not in (4, 5) or spectral.shape[-3] != len(SPECTRAL_CHANNELS):
+        raise ValueError(
+            f"spectral must be (K, 4, H, W) or (B, K, 4, H, W), got shape {tuple(spectral.shape)}"
+        )
+    num_freqs = spectral.shape[-4]
     phases = np.asarray(phases, dtype=np.float64).reshape(-1)
-    num_freqs, _, height, width = spectral.shape
     angle = 2.0 * np.pi * phases[:, None] * np.arange(num_freqs)[None, :]  # (N, K)
     weight = np.full(num_freqs, 2.0)
-    weight[0] = 1.0  # DC stands for itself; every other bin for a conjugate pair
+    weight[0] = 1.0
     cos = np.cos(angle) * weight
     sin = -np.sin(angle) * weight
     sin[:, 0] = 0.0  # a real signal has no imaginary DC
-    parts = spectral.reshape(num_freqs, 2, 2, height * width)  # (K, axis, re/im, pixels)
-    disp = np.einsum("nk,kap->nap", cos, parts[:, :, 0]) + np.einsum(
-        "nk,kap->nap", sin, parts[:, :, 1]
-    )  # (N, axis, pixels)
-    return np.ascontiguousarray(
-        disp.reshape(len(phases), 2, height, width).transpose(0, 2, 3, 1), dtype=np.float32
-    )
+    if _is_torch(spectral):
+        cos, sin = (torch.as_tensor(m).to(spectral) for m in (cos, sin))
+        real, imag = spectral[..., 0::2, :, :], spectral[..., 1::2, :, :]  # (..., K, 2, H, W)
+        return torch.einsum("nk,...kahw->...nhwa", cos, real) + torch.einsum(
+            "nk,...kahw->...nhwa", sin, imag
+        )
+    spectral = np.asarray(spectral, dtype=np.float64)
+    real, imag = spectral[..., 0::2, :, :], spectral[..., 1::2, :, :]
+    disp = np.einsum("nk,...kahw->...nhwa", cos, real) + np.einsum("nk,...kahw->...nhwa", sin, imag)
+    return np.ascontiguousarray(disp, dtype=np.float32)
 
 
 def _dft_matrices(num_frames: int, num_freqs: int) -> tuple[np.ndarray, np.ndarray]:

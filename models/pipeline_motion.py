@@ -34,7 +34,6 @@ defines the loop error and shows what the guidance does to it.
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from data.config import SPECTRAL_CHANNELS, MotionConfig
-from data.spectral import FrequencyNormalizer
+from data.spectral import FrequencyNormalizer, displacement_at_phases
 from data.video import resize_cover_crop
 
 TRAIN_UNET_HINT = (
@@ -101,19 +100,8 @@ def displacement_at_frames(
     num_freqs = spectral.shape[1]
     if 2 * (num_freqs - 1) >= num_frames:
         raise ValueError(f"K = {num_freqs} frequencies need T > {2 * (num_freqs - 1)} frames")
-    frames = torch.as_tensor(frames, dtype=torch.float64).reshape(-1)
-    angle = (
-        2 * math.pi * frames[:, None] * torch.arange(num_freqs, dtype=torch.float64) / num_frames
-    )
-    weight = torch.full((num_freqs,), 2.0, dtype=torch.float64)
-    weight[0] = 1.0
-    cos = (torch.cos(angle) * weight).to(spectral)  # (N, K)
-    sin = (-torch.sin(angle) * weight).to(spectral)
-    sin[:, 0] = 0.0
-    # (B, K, 4, H, W) -> re (B, K, 2, H, W) [x, y], im likewise
-    real, imag = spectral[:, :, 0::2], spectral[:, :, 1::2]
-    disp = torch.einsum("nk,bkahw->bnhwa", cos, real) + torch.einsum("nk,bkahw->bnhwa", sin, imag)
-    return disp
+    phases = np.asarray(frames, dtype=np.float64).reshape(-1) / num_frames
+    return displacement_at_phases(spectral, phases)
 
 
 def loop_loss(disp_first: torch.Tensor, disp_last: torch.Tensor) -> torch.Tensor:
