@@ -31,11 +31,24 @@ Baselines (``evaluate_motion``):
   the mean amplitude of x and of y, ``mean over clips and pixels of sqrt(re^2 + im^2)``, as
   sines (imaginary parts), which vanish at frame 0 as the truth does (D[0] = DC only). It
   has the average motion energy per frequency but no spatial layout.
+
+And one reference that is not a baseline but a bound, where the data allows it:
+
+* ``truth_resampled``: the true spectral volume of *another* clip of the same photo (clips
+  with identical first frames: the synthetic clips of one photo, drawn with other seeds).
+  It is what a perfect generative model scores: a sample from the true distribution of
+  motions given the photo, not the one motion that happened. Oscillation phases and
+  amplitudes are random, so on per-pixel amplitude error such a sample can score worse
+  than predicting no motion at all (the zero baseline pays the true amplitude once, a
+  sample about the true plus its own, where they do not overlap); the magnitude
+  correlation shows what it knows that the baselines do not (where things move). Clips
+  whose photo has no second clip have no such row.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 from pathlib import Path
@@ -189,7 +202,8 @@ def evaluate_motion(
 
     Returns:
         One dict per method (``model``, ``zero_motion``, ``mean_spectrum``,
-        ``ground_truth``): ``method``, ``num_clips``, the means over clips of
+        ``ground_truth``, and ``truth_resampled`` when some photo has two clips):
+        ``method``, ``num_clips``, the means over clips of
         ``METRIC_KEYS`` and ``mean_step_px``, and ``amp_error_per_freq`` ``(K,)``.
     """
     import torch
@@ -219,12 +233,17 @@ def evaluate_motion(
         name: [] for name in (["model"] if pipeline else []) + ["zero_motion", "mean_spectrum"]
     }
     per_method["ground_truth"] = []
+    per_method["truth_resampled"] = []
+    siblings = _same_photo_siblings(data, count)
     lines = []
     for index in range(count):
         item = data[index]
         true = item["spectral"].numpy().astype(np.float64)
         predictions = {"zero_motion": zero_volume, "mean_spectrum": baseline_volume}
         predictions["ground_truth"] = true
+        if index in siblings:
+            sibling = data[siblings[index]]["spectral"].numpy().astype(np.float64)
+            predictions["truth_resampled"] = sibling
         if pipeline is not None:
             generator = torch.Generator().manual_seed(seed + index)
             result = pipeline(
@@ -237,13 +256,29 @@ def evaluate_motion(
             )
             predictions["model"] = result.spectral[0]
         for method in per_method:
+            if method not in predictions:
+                continue
             metrics = motion_metrics(predictions[method], true, config.num_frames)
             per_method[method].append(metrics)
             lines.append({"clip_id": item["clip_id"], "method": method, **metrics})
 
     if out_dir is not None:
         _write_csv(Path(out_dir) / "motion_metrics.csv", lines)
-    return [_summarise(method, clips) for method, clips in per_method.items()]
+    return [_summarise(method, clips) for method, clips in per_method.items() if clips]
+
+
+def _same_photo_siblings(data, count: int) -> dict[int, int]:
+    """Clip index -> the next clip (cyclically) with the same first frame, among ``count``."""
+    groups: dict[str, list[int]] = {}
+    for index in range(count):
+        photo = np.ascontiguousarray(data[index]["image"].numpy())
+        groups.setdefault(hashlib.sha1(photo.tobytes()).hexdigest(), []).append(index)
+    siblings = {}
+    for members in groups.values():
+        if len(members) > 1:
+            for position, index in enumerate(members):
+                siblings[index] = members[(position + 1) % len(members)]
+    return siblings
 
 
 def _write_csv(path: Path, lines: list[dict]) -> None:

@@ -116,7 +116,7 @@ def test_mean_spectrum_definition():
 # ------------------------------------------------------------------------ evaluate_motion
 
 
-def write_tiny_prepared(root, num_train: int = 3, num_val: int = 2):
+def write_tiny_prepared(root, num_train: int = 3, num_val: int = 2, val_one_photo: bool = False):
     """A folder in prepare_data.py's format: manifest.json, normalization.json, clips/*.npz."""
     (root / "clips").mkdir(parents=True)
     clips, volumes = [], []
@@ -124,7 +124,8 @@ def write_tiny_prepared(root, num_train: int = 3, num_val: int = 2):
         clip_id = f"clip{index:02d}"
         spectral = random_volume(10 + index)
         volumes.append(spectral)
-        frame = np.random.default_rng(index).integers(0, 256, (16, 32, 3), dtype=np.uint8)
+        photo_seed = num_train if val_one_photo and index >= num_train else index
+        frame = np.random.default_rng(photo_seed).integers(0, 256, (16, 32, 3), dtype=np.uint8)
         np.savez(
             root / "clips" / f"{clip_id}.npz",
             spectral=spectral.astype(np.float16),
@@ -157,6 +158,20 @@ def test_evaluate_motion_baselines_only(tmp_path):
     assert len(lines) == 2 * 3 and {line["clip_id"] for line in lines} == {"clip03", "clip04"}
     table = motion_table_markdown(rows)
     assert "| zero_motion | 2 |" in table and "n/a" in table  # loop ratio of no motion
+
+
+def test_evaluate_motion_truth_resampled_pairs_clips_of_one_photo(tmp_path):
+    data = write_tiny_prepared(tmp_path / "data", num_val=2, val_one_photo=True)
+    by_method = {row["method"]: row for row in evaluate_motion(data, None)}
+    resampled = by_method["truth_resampled"]
+    assert resampled["num_clips"] == 2
+    # each val clip is scored against the other one's truth (the error is symmetric)
+    first, second = random_volume(13), random_volume(14)
+    expected = amplitude_error_per_freq(
+        first.astype(np.float16).astype(np.float64), second.astype(np.float16).astype(np.float64)
+    ).mean()
+    assert resampled["amp_error_px"] == pytest.approx(expected, rel=1e-4)
+    assert 0 < resampled["amp_error_px"]
 
 
 def test_evaluate_motion_with_a_pipeline(tmp_path, one_torch_thread):
