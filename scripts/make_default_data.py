@@ -7,11 +7,20 @@ photos (``data/examples``) are left out of training so the examples show unseen 
 
     python scripts/make_default_data.py --photos ../shared/data/photos/permissive \
         --out outputs/default_data/videos --clips_per_photo 6 --seed 1
+
+``--variants_per_photo N`` adds N - 1 augmented copies of every photo before animating
+it: a random crop (35-100 % of the area), a random hue rotation (most of them), and
+saturation and brightness jitter. The synthetic motion is computed from the augmented
+photo itself, so each copy is a consistent (photo, motion) pair; hue rotation turns
+textured regions of any colour green (they then sway) and green ones other colours (they
+then stay still), which is what the motion model must learn from a handful of photos.
+``--video_frames`` adds the first frame of each given video (tree.avi: a real tree).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -46,6 +55,59 @@ def skimage_photos(out_dir: Path) -> list[Path]:
     return paths
 
 
+def video_first_frames(videos: list[str], out_dir: Path) -> list[Path]:
+    """Save the first frame of each video as a PNG in ``out_dir``."""
+    from data.video import read_video
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for video in map(Path, videos):
+        path = out_dir / f"{video.stem}_frame0.png"
+        if not path.exists():
+            Image.fromarray(read_video(video, max_frames=1).frames[0]).save(path)
+        paths.append(path)
+    return paths
+
+
+def augment_photo(image: np.ndarray, rng: np.random.Generator, aspect: float) -> np.ndarray:
+    """A random crop of ``aspect`` (width / height) with hue, saturation and value jitter."""
+    import cv2
+
+    height, width = image.shape[:2]
+    area = rng.uniform(0.35, 1.0) * height * width
+    crop_h = int(min(height, math.sqrt(area / aspect)))
+    crop_w = int(min(width, crop_h * aspect))
+    top = int(rng.integers(0, height - crop_h + 1))
+    left = int(rng.integers(0, width - crop_w + 1))
+    crop = image[top : top + crop_h, left : left + crop_w]
+    hsv = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV).astype(np.float32)  # H in [0, 180)
+    if rng.random() < 0.7:
+        hsv[..., 0] = (hsv[..., 0] + rng.uniform(0, 180)) % 180
+    hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.7, 1.3), 0, 255)
+    hsv[..., 2] = np.clip(hsv[..., 2] * rng.uniform(0.85, 1.15), 0, 255)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+
+
+def augmented_photos(photos: list[Path], variants: int, out_dir: Path, seed: int) -> list[Path]:
+    """Each photo plus ``variants - 1`` augmented copies, saved as PNGs in ``out_dir``."""
+    from data.config import MotionConfig
+
+    config = MotionConfig()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for photo in photos:
+        paths.append(photo)
+        image = np.asarray(load_image(photo))
+        for index in range(1, variants):
+            path = out_dir / f"{photo.stem}-aug{index:02d}.png"
+            variant = augment_photo(image, rng, config.width / config.height)
+            if not path.exists():
+                Image.fromarray(variant).save(path)
+            paths.append(path)
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", nargs="+", required=True, help="files, folders or globs")
@@ -53,6 +115,10 @@ def main() -> None:
     parser.add_argument("--clips_per_photo", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skimage", action="store_true", help="add scikit-image's photos")
+    parser.add_argument("--video_frames", nargs="*", default=[], help="add these videos' frame 0")
+    parser.add_argument(
+        "--variants_per_photo", type=int, default=1, help="the photo + augmented copies"
+    )
     parser.add_argument(
         "--include_examples", action="store_true", help="keep data/examples photos (eval sets)"
     )
@@ -64,6 +130,11 @@ def main() -> None:
         photos = [p for p in photos if p.name not in example_names]
     if args.skimage:
         photos += skimage_photos(Path(args.out).parent / "skimage_photos")
+    photos += video_first_frames(args.video_frames, Path(args.out).parent / "video_frames")
+    if args.variants_per_photo > 1:
+        photos = augmented_photos(
+            photos, args.variants_per_photo, Path(args.out).parent / "augmented_photos", args.seed
+        )
     print(f"{len(photos)} photos x {args.clips_per_photo} clips -> {args.out}")
     for photo in photos:
         load_image(photo)  # fail early, with a clear message, on an unreadable photo
