@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # docs/FRAME_SYNTHESIS.md); the reference size of the paper's renderer is 32,64,96 x 6.
     p.add_argument("--block_out_channels", type=str, default="16,24,32")
     p.add_argument("--grid_columns", type=int, default=2)
+    p.add_argument(
+        "--pretrained_model_name_or_path", type=str, default=None,
+        help="fine-tune this FrameSynthesisModel folder (its config replaces the size flags)",
+    )  # fmt: skip
     # optimisation
     p.add_argument("--output_dir", type=str, default="outputs/frame_synthesis")
     p.add_argument("--seed", type=int, default=0)
@@ -216,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.perceptual_weight > 0:
         perceptual = EfficientNetPerceptualLoss().to(accelerator.device)
     channels = tuple(int(c) for c in args.block_out_channels.split(","))
-    model = FrameSynthesisModel(block_out_channels=channels, grid_columns=args.grid_columns)
+    if args.pretrained_model_name_or_path:
+        # A new schedule over trained weights (a longer run than the checkpoints planned for).
+        model = FrameSynthesisModel.from_pretrained(args.pretrained_model_name_or_path)
+    else:
+        model = FrameSynthesisModel(block_out_channels=channels, grid_columns=args.grid_columns)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
