@@ -13,6 +13,7 @@ from diffusers import DDIMScheduler
 
 from data.config import MotionConfig
 from data.motion_metrics import (
+    amplitude,
     amplitude_error_per_freq,
     constant_volume,
     evaluate_motion,
@@ -172,6 +173,30 @@ def test_evaluate_motion_truth_resampled_pairs_clips_of_one_photo(tmp_path):
     ).mean()
     assert resampled["amp_error_px"] == pytest.approx(expected, rel=1e-4)
     assert 0 < resampled["amp_error_px"]
+    # expected amplitude: clip 3 (first half) predicts clip 4's amplitude (second half)
+    assert resampled["num_photos"] == 1
+    assert resampled["expected_amp_error_px"] == pytest.approx(expected, rel=1e-4)
+    true_amplitude = amplitude(second.astype(np.float16).astype(np.float64)).mean()
+    zero = by_method["zero_motion"]
+    assert zero["expected_amp_error_px"] == pytest.approx(true_amplitude, rel=1e-4)
+    assert math.isnan(by_method["ground_truth"]["expected_amp_error_px"])
+
+
+def test_evaluate_motion_expected_amplitude_of_a_model(tmp_path):
+    """The model's first-half samples are scored against the second-half truth."""
+    data = write_tiny_prepared(tmp_path / "data", num_val=4, val_one_photo=True)
+
+    class Constant:  # a stand-in pipeline: the same volume for every photo
+        motion_config = CONFIG
+
+        def __call__(self, image, **kwargs):
+            return type("Out", (), {"spectral": [random_volume(13).astype(np.float64)]})()
+
+    by_method = {row["method"]: row for row in evaluate_motion(data, Constant())}
+    targets = [random_volume(i).astype(np.float16).astype(np.float64) for i in (15, 16)]
+    target = np.mean([amplitude(t) for t in targets], axis=0)
+    expected = np.abs(amplitude(random_volume(13)) - target).mean()
+    assert by_method["model"]["expected_amp_error_px"] == pytest.approx(expected, rel=1e-3)
 
 
 def test_evaluate_motion_with_a_pipeline(tmp_path, one_torch_thread):
@@ -203,6 +228,8 @@ def test_evaluate_motion_with_a_pipeline(tmp_path, one_torch_thread):
     assert model["num_clips"] == 1 and np.isfinite(model["amp_error_px"])
     assert len(model["amp_error_per_freq"]) == 4
     again = evaluate_motion(data, pipe, num_inference_steps=2, max_clips=1)
+    assert math.isnan(model.pop("expected_amp_error_px"))  # one clip per photo: undefined
+    again[0].pop("expected_amp_error_px")
     assert again[0] == model  # seeded: the same numbers
 
     other = MotionConfig(num_frames=12, fps=6.0, num_freqs=4, width=64, height=16)
