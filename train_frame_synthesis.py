@@ -16,19 +16,15 @@ multi-scale gradient L1 (+ optional EfficientNet-Lite0 feature L1). Checkpoints 
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
@@ -38,6 +34,12 @@ from data.config import parse_size
 from data.frame_pairs import FramePairDataset
 from models.frame_synthesis import EfficientNetPerceptualLoss, FrameSynthesisModel
 from models.spectral_vae import multiscale_gradient_loss
+from models.training_utils import (
+    list_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+    setup_accelerator,
+)
 
 logger = get_logger(__name__)
 
@@ -136,24 +138,6 @@ def compute_loss(
     return loss, parts
 
 
-def list_checkpoints(output_dir: Path) -> list[Path]:
-    """``checkpoint-<step>`` folders, oldest first."""
-    found = [
-        d for d in output_dir.glob("checkpoint-*") if d.is_dir() and d.name.split("-")[1].isdigit()
-    ]
-    return sorted(found, key=lambda d: int(d.name.split("-")[1]))
-
-
-def save_checkpoint(accelerator: Accelerator, path: Path) -> None:
-    """``accelerator.save_state`` into a temporary folder renamed at the end: a run killed while
-    saving leaves no half-written ``checkpoint-<step>`` for ``--resume_from_checkpoint latest``."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.save_state(str(tmp))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     mse = F.mse_loss(pred.clamp(0, 1), target).item()
     return 10 * math.log10(1.0 / max(mse, 1e-12))
@@ -182,18 +166,7 @@ def validate(model: FrameSynthesisModel, batch: dict, path: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
-        ),
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
-    set_seed(args.seed)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = setup_accelerator(args, output_dir)
 
     # Data. Flow is estimated once per window/pair and cached under the output folder.
     width, height = parse_size(args.frame_size)
@@ -254,20 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     # Resume.
     steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
     global_step = 0
-    if args.resume_from_checkpoint:
-        if args.resume_from_checkpoint == "latest":
-            found = list_checkpoints(output_dir)
-            path = found[-1] if found else None
-        else:
-            path = Path(args.resume_from_checkpoint)
-        if path is None or not path.is_dir():
-            accelerator.print(
-                f"Checkpoint {args.resume_from_checkpoint!r} not found; starting a new run."
-            )
-        else:
-            accelerator.print(f"Resuming from {path}")
-            accelerator.load_state(str(path))
-            global_step = int(path.name.split("-")[1])
+    path = resolve_checkpoint(args)  # None: a new run ("latest" with nothing saved yet)
+    if path is not None:
+        accelerator.print(f"Resuming from {path}")
+        accelerator.load_state(str(path))
+        global_step = int(path.name.split("-")[1])
     first_epoch = global_step // steps_per_epoch
     skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
 
@@ -319,11 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             accelerator.log(logs, step=global_step)
 
             if accelerator.is_main_process and global_step % args.checkpointing_steps == 0:
-                if args.checkpoints_total_limit is not None:  # keep at most limit - 1 before saving
-                    old = list_checkpoints(output_dir)
-                    for folder in old[: max(0, len(old) - args.checkpoints_total_limit + 1)]:
-                        shutil.rmtree(folder)
-                save_checkpoint(accelerator, output_dir / f"checkpoint-{global_step}")
+                model_config = dict(accelerator.unwrap_model(model).config)
+                save_checkpoint(accelerator, args, global_step, {"model_config": model_config})
                 logger.info(f"Saved checkpoint-{global_step}")
             if accelerator.is_main_process and (
                 global_step % args.validation_steps == 0 or global_step == args.max_train_steps

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 import time
@@ -34,9 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
@@ -63,6 +60,7 @@ from models.training_utils import (
     load_data_config,
     resolve_checkpoint,
     save_checkpoint,
+    setup_accelerator,
 )
 
 logger = get_logger(__name__)
@@ -369,18 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = Path(args.train_data_dir)
     data_config = load_data_config(data_dir)
     output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
-        ),
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
-    set_seed(args.seed)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = setup_accelerator(args, output_dir)
 
     # Data (small; every process keeps the whole split in memory) and codec.
     train_set = SpectralVolumeDataset(data_dir, "train")

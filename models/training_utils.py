@@ -20,6 +20,29 @@ from data.config import MotionConfig
 TRAINING_STATE = "training_state.json"  # in each checkpoint: step, data config, model config
 
 
+def setup_accelerator(args, output_dir: Path) -> Accelerator:
+    """The ``Accelerator`` of a training script from its standard flags
+    (``--gradient_accumulation_steps --mixed_precision --report_to --logging_dir --seed``);
+    also sets up logging, seeds every RNG and creates ``output_dir`` (main process)."""
+    import logging
+
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
+        ),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    return accelerator
+
+
 def load_data_config(data_dir: Path) -> MotionConfig:
     """The folder's MotionConfig; a clear error when it is not a finished prepare_data output."""
     for name in ("manifest.json", "normalization.json"):

@@ -65,6 +65,24 @@ def test_train_three_steps_then_resume_latest(photos, tmp_path):
     assert adam_step(out / "checkpoint-5") == 5
 
 
+def test_resume_from_a_missing_checkpoint_is_an_error(photos, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match="checkpoint-7 not found"):
+        train.main(tiny_args(photos, out, 3, "--resume_from_checkpoint", "checkpoint-7"))
+
+
+def test_fine_tune_a_trained_model(photos, tmp_path):
+    """--pretrained_model_name_or_path starts from saved weights (its size, not the flags')."""
+    assert train.main(tiny_args(photos, tmp_path / "first", 2)) == 0
+    first = FrameSynthesisModel.from_pretrained(tmp_path / "first")
+    args = tiny_args(photos, tmp_path / "second", 1, "--learning_rate", "0")
+    args += ["--pretrained_model_name_or_path", str(tmp_path / "first")]
+    assert train.main(args) == 0
+    second = FrameSynthesisModel.from_pretrained(tmp_path / "second")
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        torch.testing.assert_close(a, b)  # learning rate 0: the weights it started from
+
+
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(photos, tmp_path, monkeypatch):
     real_loss, calls = train.compute_loss, []
 
