@@ -185,6 +185,7 @@ def animate(args: argparse.Namespace, pipeline, synthesis, photo: Path, out_path
         guidance_scale=args.guidance_scale,
         loop_guidance_scale=args.loop_guidance_scale if args.loop else 0.0,
         generator=generator,
+        num_frames=1,  # the displacements are evaluated below, at the requested times
     )
     spectral = np.asarray(result.spectral[0], dtype=np.float32) * args.amplitude  # (K, 4, H, W) px
     photo_rgb = np.asarray(result.images[0])  # the photo at the model's size, uint8 (H, W, 3)
