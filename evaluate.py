@@ -44,6 +44,7 @@ from data.flow import estimate_flow
 from data.io_utils import atomic_write, ensure_writable_dir
 from data.video import detect_scene_cuts, read_video, resample_to_fps, shot_ranges
 from generators.gid import DEFAULT_MODEL, RENDERER_SUBFOLDER
+from models import SCHEDULERS
 from splatting import render_frames
 
 # The trained renderer shipped with the project (the one sample.py uses by default).
@@ -437,6 +438,8 @@ def run_motion_evaluation(args: argparse.Namespace) -> str:
         from models.pipeline_motion import MotionPipeline
 
         pipeline = MotionPipeline.from_pretrained(args.motion_model)
+        if args.scheduler is not None:
+            pipeline.set_scheduler(args.scheduler)
     out = check_outputs(Path(args.out), args.overwrite, ("motion.md", "motion_metrics.csv"))
     rows = evaluate_motion(
         args.motion_data, pipeline, split=args.motion_split, out_dir=out,
@@ -479,6 +482,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--motion_model", default=None, help="MotionPipeline folder (default: baselines only)"
     )
     p.add_argument("--motion_split", default="val", choices=["val", "train", "all"])
+    p.add_argument(
+        "--scheduler", default=None, choices=SCHEDULERS,
+        help="motion: sample with this scheduler (default: the one saved with the model)",
+    )  # fmt: skip
     p.add_argument("--num_inference_steps", type=int, default=25)
     args = p.parse_args(argv)
     if args.videos is None and args.motion_data is None:

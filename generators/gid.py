@@ -24,6 +24,7 @@ import numpy as np
 
 from data.images import load_image
 from generators import pick_device, plan_outputs, run_batch
+from models import SCHEDULERS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "weights" / "default"
@@ -31,7 +32,6 @@ EXAMPLES_DIR = REPO_ROOT / "data" / "examples"
 RENDERER_SUBFOLDER = "renderer"
 RENDERERS = ("synthesis", "softsplat", "average", "remap")
 FORMATS = ("gif", "mp4", "webp", "frames")
-SCHEDULERS = ("ddim", "dpm", "ddpm", "euler")
 REBUILD_HINT = (
     "the shipped default weights live in weights/default (git checkout restores them); "
     "bash scripts/train_default.sh rebuilds them, or pass --model DIR_OR_HUB_ID of a folder "
@@ -114,23 +114,6 @@ def load_models(model: str, renderer: str, device):
             ) from None
         synthesis.to(device).eval()
     return pipeline, synthesis
-
-
-def _set_scheduler(pipeline, name: str) -> None:
-    from diffusers import (
-        DDIMScheduler,
-        DDPMScheduler,
-        DPMSolverMultistepScheduler,
-        EulerDiscreteScheduler,
-    )
-
-    classes = {
-        "ddim": DDIMScheduler,
-        "dpm": DPMSolverMultistepScheduler,
-        "ddpm": DDPMScheduler,
-        "euler": EulerDiscreteScheduler,
-    }
-    pipeline.scheduler = classes[name].from_config(pipeline.scheduler.config)
 
 
 def _write_frames(path: Path, frames: np.ndarray, fps: float, fmt: str, overwrite: bool) -> None:
@@ -223,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     device = pick_device(args.device)
     pipeline, synthesis = load_models(args.model, args.renderer, device)
-    _set_scheduler(pipeline, args.scheduler)
+    pipeline.set_scheduler(args.scheduler)
     timings["load"] = time.perf_counter() - start
 
     def process(photo: Path) -> str:

@@ -47,6 +47,7 @@ from PIL import Image
 from data.config import SPECTRAL_CHANNELS, MotionConfig
 from data.spectral import FrequencyNormalizer, displacement_at_phases
 from data.video import resize_cover_crop
+from models import SCHEDULERS
 
 TRAIN_UNET_HINT = (
     "a motion pipeline is a folder written by MotionPipeline.save_pretrained (model_index.json "
@@ -74,6 +75,21 @@ class MotionPipelineOutput(BaseOutput):
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def scheduler_class(name: str) -> type:
+    """The diffusers scheduler class of a name in ``SCHEDULERS``."""
+    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    classes = {
+        "ddim": DDIMScheduler,
+        "dpm": DPMSolverMultistepScheduler,
+        "ddpm": DDPMScheduler,
+        "euler": EulerDiscreteScheduler,
+    }
+    if name not in classes:
+        raise ValueError(f"scheduler must be one of {list(SCHEDULERS)}, got {name!r}")
+    return classes[name]
 
 
 def displacement_at_frames(
@@ -271,10 +287,10 @@ class MotionPipeline(DiffusionPipeline):
         """Assemble a pipeline from ``train_unet.py``'s ``output_dir/{unet,scheduler,codec}``.
 
         Args:
-            scheduler: ``"ddim"`` (default), ``"dpm"`` (DPM-Solver++), or ``"ddpm"``
-                (the training scheduler as saved).
+            scheduler: a name of ``SCHEDULERS`` (default ``"ddim"``; ``"ddpm"`` is the
+                training scheduler as saved).
         """
-        from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+        from diffusers import DDPMScheduler
 
         from models.motion_unet import MotionUNet
         from models.spectral_codec import load_spectral_codec
@@ -286,23 +302,21 @@ class MotionPipeline(DiffusionPipeline):
                     f"{output_dir}: no {name}/ folder; expected the output_dir of a finished "
                     "train_unet.py run (unet/, scheduler/, codec/)"
                 )
+        scheduler_cls = scheduler_class(scheduler)  # a bad name fails before loading anything
         codec, motion_config, normalizer = load_spectral_codec(output_dir / "codec")
         unet = MotionUNet.from_pretrained(output_dir / "unet")
         trained = DDPMScheduler.from_pretrained(output_dir / "scheduler")
-        classes = {
-            "ddim": DDIMScheduler,
-            "dpm": DPMSolverMultistepScheduler,
-            "ddpm": DDPMScheduler,
-        }
-        if scheduler not in classes:
-            raise ValueError(f"scheduler must be one of {sorted(classes)}, got {scheduler!r}")
         return cls(
             vae=codec,
             unet=unet,
-            scheduler=classes[scheduler].from_config(trained.config),
+            scheduler=scheduler_cls.from_config(trained.config),
             motion_config=motion_config.to_dict(),
             normalization=normalizer.to_dict(),
         )
+
+    def set_scheduler(self, name: str) -> None:
+        """Sample with another scheduler (``SCHEDULERS``), configured like the current one."""
+        self.scheduler = scheduler_class(name).from_config(self.scheduler.config)
 
     # ------------------------------------------------------------------ inputs
 

@@ -149,7 +149,11 @@ def test_ddim_and_dpm_solver_both_run():
     )
     pipeline.set_progress_bar_config(disable=True)
     ddim = run(pipeline, photo(0), num_inference_steps=4)
-    pipeline.scheduler = DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config)
+    pipeline.set_scheduler("dpm")
+    assert isinstance(pipeline.scheduler, DPMSolverMultistepScheduler)
+    assert pipeline.scheduler.config.num_train_timesteps == 100  # configured like the old one
+    with pytest.raises(ValueError, match="scheduler must be one of"):
+        pipeline.set_scheduler("plms")
     dpm = run(pipeline, photo(0), num_inference_steps=4)
     dpm_again = run(pipeline, photo(0), num_inference_steps=4)  # multistep state is reset
     assert np.isfinite(dpm.spectral).all()
