@@ -21,19 +21,36 @@ python scripts/make_default_data.py --photos "$DATA/photos/permissive" --skimage
 python prepare_data.py --videos "$OUT/videos" --out "$OUT/prepared" --num-workers 1 \
     --val-fraction 0.1 --min-distinct-fraction 0 --no-progress
 
-# 2. Motion U-Net, stage 1 (2-D, one frequency slice per volume) then stage 2 (+ frequency
-#    attention), on the resampling codec (it beats the CPU-trained VAE: docs/VAE.md).
+# 2a. Motion U-Net, stage 1 (2-D, one frequency slice per volume), on the resampling codec
+#     (it beats the CPU-trained VAE: docs/VAE.md).
 UNET="--block_out_channels 32 64 128 --layers_per_block 1 --attention_head_dim 32"
 [ -d "$OUT/unet_stage1/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared" --codec resample:8 \
     --output_dir "$OUT/unet_stage1" --stage 1 $UNET --train_batch_size 16 \
     --learning_rate 3e-4 --lr_warmup_steps 50 --max_train_steps 901 \
     --random_flip --use_ema --ema_decay 0.995 --checkpointing_steps 100 \
     --checkpoints_total_limit 2 --validation_steps 200 --seed 0 --resume_from_checkpoint latest
-[ -d "$OUT/unet_stage2/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared" --codec "$OUT/unet_stage1/codec" \
-    --output_dir "$OUT/unet_stage2" --stage 2 --pretrained_unet "$OUT/unet_stage1" $UNET \
-    --train_batch_size 2 --learning_rate 1e-4 --lr_warmup_steps 20 --max_train_steps 1448 \
-    --random_flip --use_ema --ema_decay 0.995 \
-    --checkpointing_steps 50 --checkpoints_total_limit 2 --validation_steps 150 --seed 0 \
+# 2b. Motion data, round 2: the same photos plus tree.avi's and bikes.mp4's first frames,
+#     each with 13 augmented copies (crop, hue rotation, saturation/value jitter), one
+#     synthetic clip each: 280 clips in which textured regions of every colour turn green
+#     (and sway) or stop being green (and stay still).
+python scripts/make_default_data.py --photos "$DATA/photos/permissive" --skimage \
+    --video_frames "$DATA/videos/tree.avi" "$DATA/videos/bikes.mp4" --variants_per_photo 14 \
+    --out "$OUT/videos_v2" --clips_per_photo 1 --seed 2
+python prepare_data.py --videos "$OUT/videos_v2" --out "$OUT/prepared_v2" --num-workers 1 \
+    --val-fraction 0.05 --min-distinct-fraction 0 --no-progress
+
+# 2c. Stage 1 goes on from 2a on the round-2 data, then stage 2 adds frequency attention.
+[ -d "$OUT/unet_stage1_v2/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared_v2" \
+    --codec resample:8 --output_dir "$OUT/unet_stage1_v2" --stage 1 \
+    --pretrained_unet "$OUT/unet_stage1" --train_batch_size 16 --learning_rate 2e-4 \
+    --lr_warmup_steps 50 --max_train_steps 2200 --random_flip --use_ema --ema_decay 0.995 \
+    --checkpointing_steps 100 --checkpoints_total_limit 2 --validation_steps 500 --seed 0 \
+    --resume_from_checkpoint latest
+[ -d "$OUT/unet_stage2/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared_v2" \
+    --codec "$OUT/unet_stage1_v2/codec" --output_dir "$OUT/unet_stage2" --stage 2 \
+    --pretrained_unet "$OUT/unet_stage1_v2" --train_batch_size 2 --learning_rate 1e-4 \
+    --lr_warmup_steps 20 --max_train_steps 1600 --random_flip --use_ema --ema_decay 0.995 \
+    --checkpointing_steps 100 --checkpoints_total_limit 2 --validation_steps 800 --seed 0 \
     --resume_from_checkpoint latest
 
 # 3. Renderer: real video (bikes.mp4 frames 0-186; frames 187-241 and tree.avi are held out
@@ -55,8 +72,29 @@ PY
     --train_batch_size 8 --max_train_steps 1200 --learning_rate 5e-4 --lr_warmup_steps 50 \
     --block_out_channels 16,24,32 --grid_columns 2 --validation_steps 300 \
     --checkpointing_steps 100 --checkpoints_total_limit 2 --resume_from_checkpoint latest
+# 3b. Fine-tune on a new schedule (EMA), then once more with the training photos animated by
+#     synthetic motion added (exact flow; their targets are softmax-splatted photos).
+[ -f "$OUT/renderer_ft/config.json" ] || NUMBA_NUM_THREADS=1 python train_frame_synthesis.py \
+    --videos "$OUT/renderer_videos" --pairs "$DATA/pairs" --max_gap 12 --window_stride 2 \
+    --cache_dir "$OUT/renderer_flow_cache" --output_dir "$OUT/renderer_ft" --resolution 128 \
+    --train_batch_size 8 --max_train_steps 3000 --learning_rate 2e-4 --lr_warmup_steps 50 \
+    --pretrained_model_name_or_path "$OUT/renderer" --use_ema --ema_decay 0.998 \
+    --validation_steps 1000 --checkpointing_steps 250 --checkpoints_total_limit 2 \
+    --resume_from_checkpoint latest
+mkdir -p "$OUT/renderer_photos"
+for photo in "$DATA"/photos/permissive/*.jpg "$OUT"/skimage_photos/*.png; do
+    [ -e "data/examples/$(basename "$photo")" ] || ln -sf "$(readlink -f "$photo")" "$OUT/renderer_photos/"
+done
+[ -f "$OUT/renderer_ft2/config.json" ] || NUMBA_NUM_THREADS=1 python train_frame_synthesis.py \
+    --videos "$OUT/renderer_videos" --pairs "$DATA/pairs" --photos "$OUT/renderer_photos" \
+    --frames_per_photo 8 --max_gap 12 --window_stride 2 \
+    --cache_dir "$OUT/renderer_flow_cache" --output_dir "$OUT/renderer_ft2" --resolution 128 \
+    --train_batch_size 8 --max_train_steps 1500 --learning_rate 1e-4 --lr_warmup_steps 20 \
+    --pretrained_model_name_or_path "$OUT/renderer_ft" --use_ema --ema_decay 0.998 \
+    --validation_steps 1500 --checkpointing_steps 250 --checkpoints_total_limit 2 \
+    --resume_from_checkpoint latest
 
 # 4. Assemble weights/default: the motion pipeline (codec + U-Net + scheduler + config +
 #    normalisation) and the renderer in weights/default/renderer.
-python scripts/assemble_default.py --unet_output "$OUT/unet_stage2" --renderer "$OUT/renderer" \
+python scripts/assemble_default.py --unet_output "$OUT/unet_stage2" --renderer "$OUT/renderer_ft2" \
     --out weights/default
