@@ -127,6 +127,9 @@ def write_tiny_prepared(root, num_train: int = 3, num_val: int = 2, val_one_phot
         volumes.append(spectral)
         photo_seed = num_train if val_one_photo and index >= num_train else index
         frame = np.random.default_rng(photo_seed).integers(0, 256, (16, 32, 3), dtype=np.uint8)
+        if val_one_photo and index >= num_train:  # one photo, as video coding returns it
+            coding_noise = np.random.default_rng(index).integers(-1, 2, frame.shape)
+            frame = np.clip(frame + coding_noise, 0, 255).astype(np.uint8)
         np.savez(
             root / "clips" / f"{clip_id}.npz",
             spectral=spectral.astype(np.float16),
