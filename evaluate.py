@@ -444,6 +444,7 @@ def run_motion_evaluation(args: argparse.Namespace) -> str:
     rows = evaluate_motion(
         args.motion_data, pipeline, split=args.motion_split, out_dir=out,
         num_inference_steps=args.num_inference_steps, max_clips=args.max_clips,
+        guidance_scale=args.guidance_scale,
     )  # fmt: skip
     markdown = motion_table_markdown(rows)
     _write_text(out / "motion.md", markdown)
@@ -487,6 +488,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="motion: sample with this scheduler (default: the one saved with the model)",
     )  # fmt: skip
     p.add_argument("--num_inference_steps", type=int, default=25)
+    p.add_argument(
+        "--guidance_scale", type=float, default=1.0,
+        help="motion: classifier-free guidance on the photo (1: off)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.videos is None and args.motion_data is None:
         p.error("give --videos DIR (renderer table) and/or --motion_data DIR (motion metrics)")

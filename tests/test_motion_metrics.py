@@ -235,6 +235,17 @@ def test_evaluate_motion_with_a_pipeline(tmp_path, one_torch_thread):
     again[0].pop("expected_amp_error_px")
     assert again[0] == model  # seeded: the same numbers
 
+    # the same model through evaluate.py, with another scheduler and guidance
+    import evaluate
+
+    pipe.save_pretrained(tmp_path / "model")
+    out = tmp_path / "out"
+    argv = ["--motion_data", str(data), "--motion_model", str(tmp_path / "model"),
+            "--out", str(out), "--scheduler", "dpm", "--guidance_scale", "2",
+            "--num_inference_steps", "2", "--max_clips", "1"]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    assert "| model | 1 |" in (out / "motion.md").read_text()
+
     other = MotionConfig(num_frames=12, fps=6.0, num_freqs=4, width=64, height=16)
     wider = MotionPipeline(
         vae=pipe.vae,
