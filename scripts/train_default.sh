@@ -49,7 +49,7 @@ python prepare_data.py --videos "$OUT/videos_v2" --out "$OUT/prepared_v2" --num-
 [ -d "$OUT/unet_stage2/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared_v2" \
     --codec "$OUT/unet_stage1_v2/codec" --output_dir "$OUT/unet_stage2" --stage 2 \
     --pretrained_unet "$OUT/unet_stage1_v2" --train_batch_size 2 --learning_rate 1e-4 \
-    --lr_warmup_steps 20 --max_train_steps 1600 --random_flip --use_ema --ema_decay 0.995 \
+    --lr_warmup_steps 20 --max_train_steps 1000 --random_flip --use_ema --ema_decay 0.995 \
     --checkpointing_steps 100 --checkpoints_total_limit 2 --validation_steps 800 --seed 0 \
     --resume_from_checkpoint latest
 
