@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.images import collect_images, load_image  # noqa: E402
 from data.motion_metrics import motion_magnitude  # noqa: E402
-from data.synthetic import DEFAULT_AMPLITUDE_RANGE, estimate_motion_regions  # noqa: E402
-from data.synthetic import synthesize_motion  # noqa: E402
+from data.synthetic import (  # noqa: E402
+    DEFAULT_AMPLITUDE_RANGE,
+    estimate_motion_regions,
+    synthesize_motion,  # noqa: E402
+)
 from data.video import resize_cover_crop  # noqa: E402
 
 STILL_BELOW = 0.1  # movable-mask value under which a pixel should not move
@@ -94,7 +98,9 @@ def main() -> None:
                 masks, config, rng, rng.uniform(*DEFAULT_AMPLITUDE_RANGE)
             )
             truth.append(localization(spectral, movable))
-        model_mean, truth_mean = np.nanmean(model, 0), np.nanmean(truth, 0)
+        with warnings.catch_warnings():  # a photo with nothing movable: corr is NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            model_mean, truth_mean = np.nanmean(model, 0), np.nanmean(truth, 0)
         uniform = float((movable < STILL_BELOW).mean())
         rows.append((*model_mean, *truth_mean, uniform))
         print(
