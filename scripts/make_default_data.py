@@ -101,6 +101,7 @@ def augmented_photos(photos: list[Path], variants: int, out_dir: Path, seed: int
         image = np.asarray(load_image(photo))
         for index in range(1, variants):
             path = out_dir / f"{photo.stem}-aug{index:02d}.png"
+            # drawn even when the file exists, so a resumed run draws the same later copies
             variant = augment_photo(image, rng, config.width / config.height)
             if not path.exists():
                 Image.fromarray(variant).save(path)
