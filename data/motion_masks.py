@@ -166,6 +166,25 @@ def _structure(grey: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray, 
     return np.sqrt(energy), coherence, jyy / energy
 
 
+def _long_lines(grey: np.ndarray, short: int) -> np.ndarray:
+    """Density of long straight edges: Canny edges, probabilistic Hough segments at least
+    12% of the short side long, drawn 1 px wide and blurred (sigma 3% of the short side),
+    scaled so that a pixel among a few parallel segments (a facade, a window grid) is ~1."""
+    edges = cv2.Canny(np.clip(grey * 255.0, 0, 255).astype(np.uint8), 40, 120)
+    min_length = max(8, int(0.12 * short))
+    segments = cv2.HoughLinesP(
+        edges, 1, np.pi / 180, threshold=max(8, min_length // 2), minLineLength=min_length,
+        maxLineGap=2,
+    )  # fmt: skip
+    lines = np.zeros_like(grey)
+    if segments is not None:
+        for x0, y0, x1, y1 in segments.reshape(-1, 4):
+            cv2.line(lines, (int(x0), int(y0)), (int(x1), int(y1)), 1.0, 1)
+    sigma = max(1.0, 0.03 * short)
+    # One isolated 1 px line blurred with sigma s peaks at 1 / (sqrt(2 pi) s).
+    return _blur(lines, sigma) * np.sqrt(2 * np.pi) * sigma
+
+
 def _top_connected(candidate: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """``candidate`` where its thresholded region is 4-connected to the top row, else 0."""
     binary = (candidate > threshold).astype(np.uint8)
@@ -220,18 +239,46 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
     rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
 
     rms, _, vertical = _structure(grey, max(1.0, 0.02 * short))
+    # Share of the neighbourhood that is finely textured: ~1 in grass and foliage, low on a
+    # facade whose only texture is the edges of its windows.
+    gradient = (
+        np.hypot(
+            cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+        )
+        / 8.0
+    )
+    dense = _blur(_smoothstep(gradient, 0.015, 0.03), max(1.0, 0.04 * short))
     texture = _smoothstep(rms, 0.008, 0.04)
     _, coherence_wide, _ = _structure(grey, max(1.0, 0.05 * short))
     straight = _smoothstep(coherence_wide, 0.35, 0.65) * _smoothstep(rms, 0.01, 0.03)
+    # Long straight segments count where edges are sparse (a facade, a rail); in dense
+    # texture the Hough transform finds chance alignments.
+    lines = _smoothstep(_long_lines(grey, short), 0.3, 0.8) * _smoothstep(dense, 0.6, 0.4)
+    straight = np.maximum(straight, lines)
 
     # Sky: bright grey/white or blue, smooth (blue sky may carry birds and wisps), not a
     # saturated warm colour, 4-connected to the top edge. A "sky" that fills the bottom
     # of the frame as well is a close-up of a surface (water, a wall), not sky.
     blue = _hue_band(hue, 195.0, 240.0, 20.0) * _smoothstep(sat, 0.08, 0.15)
-    pale = _smoothstep(sat, 0.12, 0.06) * _smoothstep(val, 0.5, 0.65)
+    pale = _smoothstep(sat, 0.13, 0.08) * _smoothstep(val, 0.5, 0.65)
     smooth = 1.0 - _smoothstep(rms, 0.008, 0.025)
     blue_sky = blue * _smoothstep(val, 0.35, 0.5) * (1.0 - _smoothstep(rms, 0.02, 0.05))
     sky = _top_connected(_blur(np.maximum(pale * smooth, blue_sky), max(1.0, 0.01 * short)))
+    sky = _smoothstep(sky, 0.3, 0.6)
+    # A sunset or dusk sky of any hue: very smooth, bright, spanning the top edge, ending
+    # in a near-level line with ground below it (a flat petal does not end in a level line).
+    glow = _top_connected(_smoothstep(rms, 0.01, 0.004) * _smoothstep(val, 0.45, 0.6))
+    columns = glow > 0.5
+    if columns[0].mean() > 0.9:
+        depth = np.where(columns.all(axis=0), height, np.argmin(columns, axis=0))
+        level = np.std(depth) < 0.05 * height and 0.1 * height < np.median(depth) < 0.7 * height
+        if level:
+            # Down to the level line, every pixel of the glow's colour is sky too (the
+            # rim above the horizon is less smooth than the rest).
+            glow_rgb = np.median(rgb[columns], axis=0)
+            similar = _smoothstep(np.sqrt(((rgb - glow_rgb) ** 2).sum(axis=2)), 0.15, 0.08)
+            above = (rows < (np.median(depth) + 0.02 * height) / height).astype(np.float32)
+            sky = np.maximum(sky, np.maximum(glow, similar) * above)
     if (sky[int(0.8 * height) :] > 0.5).mean() > 0.7:
         sky = np.zeros_like(sky)
 
@@ -245,6 +292,7 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
         * _smoothstep(sat, 0.25, 0.35)
         * _smoothstep(val, 0.45, 0.6)
         * _smoothstep(rms, 0.035, 0.06)
+        * _smoothstep(dense, 0.45, 0.7)
     )
     violet = _hue_band(hue, 245.0, 320.0, 15.0) * _smoothstep(sat, 0.3, 0.5) * texture
     colour = np.maximum.reduce([greenish, vivid, dry, violet]) * _smoothstep(val, 0.06, 0.15)
@@ -269,7 +317,7 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
     blue_water = blue_water * _smoothstep(sat, 0.6, 0.45) * _smoothstep(val, 0.3, 0.45)
     if sky_rows.max() > 0.3:
         horizon = float(np.nonzero(sky_rows > 0.3)[0].max()) / max(1, height - 1)
-        below = _smoothstep(rows, horizon, horizon + 0.05)
+        below = _smoothstep(rows, horizon + 0.03, horizon + 0.08)
         sky_rgb = np.median(rgb[sky > 0.5], axis=0)
         chroma = rgb / (rgb.sum(axis=2, keepdims=True) + 1e-3)
         sky_chroma = sky_rgb / (sky_rgb.sum() + 1e-3)
@@ -283,7 +331,8 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
     horizontal = _smoothstep(vertical, 0.5, 0.7)
     calm = 1.0 - _smoothstep(rms, 0.03, 0.06)
     water = water_colour * below * calm * np.maximum(horizontal, smooth)
-    water = water * (1.0 - sky) * (1.0 - 0.8 * straight) * (1.0 - brown)
+    # Straight edges veto water unless they are level (ripples, the far shore).
+    water = water * (1.0 - sky) * (1.0 - 0.8 * straight * (1.0 - horizontal))
     vegetation = vegetation * (1.0 - water)
 
     sigma = max(1.0, 0.015 * short)
