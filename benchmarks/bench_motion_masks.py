@@ -17,6 +17,16 @@ photos looked at while tuning the cues) and ``heldout`` (chosen before tuning).
     python benchmarks/bench_motion_masks.py                       # cues vs legacy
     python benchmarks/bench_motion_masks.py --providers cues legacy segformer:nvidia/segformer-b0-finetuned-ade-512-512
     python benchmarks/bench_motion_masks.py --overlays outputs/motion_masks  # PNGs to look at
+
+``--real-motion VIDEO`` instead measures how real oscillating footage moves (issue 15,
+part 3): the clean frames of ``tree.avi`` (0-52, at their real ~2.3 frames/s), resized
+and cropped to the model's 256x160, optical flow (DIS medium) from frame 0 to every frame,
+then per pixel the RMS displacement about its mean position, in the vegetation the cues
+find and in the still parts (the flow's noise floor), and the dominant frequency of the
+mean power spectrum; and the same figures for ``data.synthetic`` animating that same
+first frame, so that the generator's amplitude can be set to match:
+
+    python benchmarks/bench_motion_masks.py --real-motion ../shared/data/videos/tree.avi
 """
 
 from __future__ import annotations
@@ -124,6 +134,166 @@ def speed(provider: str, sizes: list[tuple[int, int]], repeats: int) -> list[flo
     return out
 
 
+def _interpolation_matrix(times: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """``(len(grid), len(times))`` weights of linear interpolation from ``times`` to ``grid``."""
+    weights = np.zeros((len(grid), len(times)))
+    index = np.clip(np.searchsorted(times, grid, side="right") - 1, 0, len(times) - 2)
+    frac = (grid - times[index]) / (times[index + 1] - times[index])
+    weights[np.arange(len(grid)), index] = 1.0 - frac
+    weights[np.arange(len(grid)), index + 1] = frac
+    return weights
+
+
+def _displacement_stats(
+    disp: np.ndarray,
+    times: np.ndarray,
+    moving: np.ndarray,
+    still: np.ndarray,
+    band_hz: tuple[float, float],
+    window_s: float,
+) -> dict[str, float]:
+    """Per-pixel RMS displacement about the mean position (px) and the spectrum.
+
+    Args:
+        disp: ``(T, H, W, 2)`` px displacement from frame 0.
+        times: ``(T,)`` seconds, may be irregular: the spectrum is taken after linear
+            resampling onto a uniform grid at the mean rate.
+        moving, still: ``(H, W)`` bool regions (``still`` may be empty).
+        band_hz: the band both clips can represent; ``rms_band_*`` keep only it.
+        window_s: ``rms_window_*``: the RMS about the mean position within windows this
+            long (a model clip's duration), mean square over all windows starting at a
+            frame, then the root: what a clip of that length sees of slow drifts.
+
+    Returns:
+        RMS median / 90th percentile over ``moving`` (all frequencies and in the band), the
+        median over ``still`` (all frequencies and in the band), the largest |D|
+        component in ``moving``, the dominant frequency of the mean power spectrum over
+        ``moving`` (in the band), the log-log slope of that power over the band and the
+        share of the power (DC excluded) below 0.6 Hz.
+    """
+    centred = disp - disp.mean(axis=0, keepdims=True)
+    rms = np.sqrt((centred**2).sum(axis=-1).mean(axis=0))  # (H, W)
+    window_ms = []
+    for start in range(len(times)):
+        inside = (times >= times[start]) & (times < times[start] + window_s - 1e-9)
+        if times[start] + window_s > times[-1] + 1e-6 and start > 0:
+            break  # windows that would run past the clip's end
+        part = disp[inside][:, moving]
+        window_ms.append(((part - part.mean(axis=0)) ** 2).sum(axis=-1).mean(axis=0))
+    window_rms = np.sqrt(np.mean(window_ms, axis=0))
+    grid = np.linspace(times[0], times[-1], len(times))
+    flat = centred[:, moving].reshape(len(times), -1)  # (T, pixels * 2)
+    uniform = _interpolation_matrix(times, grid) @ flat
+    spectrum = np.fft.rfft(uniform, axis=0)
+    freqs = np.fft.rfftfreq(len(grid), d=(grid[-1] - grid[0]) / (len(grid) - 1))
+    power = (np.abs(spectrum) ** 2).mean(axis=1)
+    in_band = (freqs >= band_hz[0] - 1e-9) & (freqs <= band_hz[1] + 1e-9)
+    band = np.fft.irfft(spectrum * in_band[:, None], n=len(grid), axis=0)
+    band_rms = np.sqrt((band.reshape(len(grid), -1, 2) ** 2).sum(axis=-1).mean(axis=0))
+    # log-log slope of the mean power over the band's bins (the 1/f^2 law has -2)
+    slope = np.polyfit(np.log(freqs[in_band]), np.log(power[in_band] + 1e-20), 1)[0]
+    still_band = float("nan")
+    if still.any():
+        flat_still = _interpolation_matrix(times, grid) @ centred[:, still].reshape(len(times), -1)
+        spectrum_still = np.fft.rfft(flat_still, axis=0) * in_band[:, None]
+        band_still = np.fft.irfft(spectrum_still, n=len(grid), axis=0)
+        band_still = band_still.reshape(len(grid), -1, 2)
+        still_band = float(np.median(np.sqrt((band_still**2).sum(axis=-1).mean(axis=0))))
+    return {
+        "rms_median": float(np.median(rms[moving])),
+        "rms_p90": float(np.percentile(rms[moving], 90)),
+        "rms_window_median": float(np.median(window_rms)),
+        "rms_window_p90": float(np.percentile(window_rms, 90)),
+        "rms_band_median": float(np.median(band_rms)),
+        "rms_band_p90": float(np.percentile(band_rms, 90)),
+        "rms_still_median": float(np.median(rms[still])) if still.any() else float("nan"),
+        "rms_still_band_median": still_band,
+        "band_slope": float(slope),
+        "max_abs": float(np.abs(disp[:, moving]).max()),
+        "dominant_hz": float(freqs[in_band][np.argmax(power[in_band])]),
+        "power_share_below_0.6hz": float(power[1:][freqs[1:] <= 0.6].sum() / power[1:].sum()),
+    }
+
+
+def real_motion(
+    video_path: Path, last_frame: int, seeds: int, still_box: tuple[int, int, int, int] | None
+) -> int:
+    """Print displacement statistics of a real clip and of the synthetic generator."""
+    from data.config import MotionConfig
+    from data.flow import estimate_flow
+    from data.motion_masks import estimate_regions
+    from data.synthetic import DEFAULT_AMPLITUDE, DEFAULT_AMPLITUDE_RANGE, synthesize_oscillation
+    from data.video import read_video, resize_cover_crop
+
+    config = MotionConfig()
+    video = read_video(video_path, max_frames=last_frame + 1)
+    frames = np.stack([resize_cover_crop(f, config.size) for f in video.frames])
+    times = video.timestamps - video.timestamps[0]
+    rate = (len(times) - 1) / times[-1]
+    nyquist = rate / 2.0
+    lowest = config.fps / config.num_frames  # the lowest non-DC bin of a model clip
+    band = (lowest, nyquist)
+    disp = estimate_flow(frames[0], frames, "dis", preset="medium")
+    regions = estimate_regions(frames[0])
+    moving = regions["vegetation"] > 0.5
+    still = np.zeros(moving.shape, bool)
+    if still_box is not None:
+        x0, y0, x1, y1 = still_box
+        still[y0:y1, x0:x1] = True
+    print(
+        f"{video_path.name}: frames 0-{len(frames) - 1} at {rate:.2f} frames/s on average "
+        f"({times[-1]:.1f} s; Nyquist {nyquist:.2f} Hz), {frames.shape[2]}x{frames.shape[1]} "
+        f"px, flow DIS medium; vegetation (cues > 0.5) {100 * moving.mean():.0f}% of the "
+        f"frame; still box {still_box}"
+    )
+    print(
+        f"{'':<28}{'RMS p50':>8}{'RMS p90':>8}{'5s p50':>7}{'5s p90':>7}{'band p50':>9}{'band p90':>9}{'still':>7}"
+        f"{'st.band':>8}{'max|D|':>7}{'dominant':>10}{'slope':>6}{'<=0.6Hz':>8}"
+    )
+
+    def row(name: str, stats: dict[str, float]) -> None:
+        print(
+            f"{name:<28}{stats['rms_median']:>8.3f}{stats['rms_p90']:>8.3f}"
+            f"{stats['rms_window_median']:>7.3f}{stats['rms_window_p90']:>7.3f}"
+            f"{stats['rms_band_median']:>9.3f}{stats['rms_band_p90']:>9.3f}"
+            f"{stats['rms_still_median']:>7.3f}{stats['rms_still_band_median']:>8.3f}"
+            f"{stats['max_abs']:>7.2f}{stats['dominant_hz']:>8.2f}Hz{stats['band_slope']:>6.1f}"
+            f"{100 * stats['power_share_below_0.6hz']:>7.0f}%"
+        )
+
+    window = config.num_frames / config.fps
+    real = _displacement_stats(disp, times, moving, still, band, window)
+    row("real", real)
+    synthetic_times = np.arange(config.num_frames) / config.fps
+    amplitudes = sorted({DEFAULT_AMPLITUDE, *DEFAULT_AMPLITUDE_RANGE})
+    stats_p90 = {}
+    for amplitude in amplitudes:
+        runs = []
+        for seed in range(seeds):
+            clip = synthesize_oscillation(frames[0], config, seed, amplitude, render=False)
+            runs.append(
+                _displacement_stats(clip.displacement, synthetic_times, moving, still, band, window)
+            )
+        mean = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
+        if amplitude == DEFAULT_AMPLITUDE:
+            stats_p90 = mean
+        row(f"synthetic A={amplitude:g} ({seeds} seeds)", mean)
+    print(
+        f"5s: RMS within {window:g} s windows (a model clip's length). band: only "
+        f"{band[0]:.2f}-{band[1]:.2f} Hz (what both a model clip and the real clip's frame "
+        f"rate can hold). still/st.band: median over the still box."
+    )
+    for key, label in (("rms_window_p90", "5 s window RMS p90"), ("rms_band_p90", "band RMS p90")):
+        per_px = stats_p90[key] / DEFAULT_AMPLITUDE
+        print(
+            f"amplitude whose {label} matches the real clip's: {real[key] / per_px:.2f} px "
+            f"(synthetic gives {per_px:.3f} px per px of amplitude; today "
+            f"{DEFAULT_AMPLITUDE:g}, dataset range {DEFAULT_AMPLITUDE_RANGE[0]:g}-"
+            f"{DEFAULT_AMPLITUDE_RANGE[1]:g})"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--annotations", type=Path, default=ANNOTATIONS)
@@ -135,7 +305,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples-dir", type=Path, default=ROOT / "data" / "examples")
     parser.add_argument("--overlays", type=Path, default=None, help="write PNG overlays here")
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats per size")
+    parser.add_argument(
+        "--real-motion", type=Path, default=None, metavar="VIDEO",
+        help="measure the displacement statistics of this real clip instead (tree.avi)",
+    )  # fmt: skip
+    parser.add_argument("--last-frame", type=int, default=52, help="of the real clip")
+    parser.add_argument("--seeds", type=int, default=4, help="synthetic clips per amplitude")
+    parser.add_argument(
+        "--still-box", type=int, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
+        help="a rigid part of the real clip at 256x160 (tree.avi: the window frame, "
+        "0 0 12 160): its RMS is the flow's noise floor plus camera shake",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.real_motion is not None:
+        box = tuple(args.still_box) if args.still_box else None
+        return real_motion(args.real_motion, args.last_frame, args.seeds, box)
 
     doc = json.loads(args.annotations.read_text())
     dirs = {
