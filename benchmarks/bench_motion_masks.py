@@ -304,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--examples-dir", type=Path, default=ROOT / "data" / "examples")
     parser.add_argument("--overlays", type=Path, default=None, help="write PNG overlays here")
+    parser.add_argument(
+        "--split", choices=["dev", "heldout"], default=None,
+        help="score only this split (tune the cues with --split dev)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats per size")
     parser.add_argument(
         "--real-motion", type=Path, default=None, metavar="VIDEO",
@@ -339,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     table: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
     per_class: dict[str, dict[str, list[float]]] = {}
     for entry in doc["photos"]:
+        if args.split is not None and entry["split"] != args.split:
+            continue
         path = photo_path(entry, dirs)
         if path is None:
             print(f"  skip {entry['file']}: not found under the {entry['source']!r} folder")

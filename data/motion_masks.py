@@ -284,9 +284,12 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
 
     # Vegetation colour: green to teal foliage (also in shade), vivid flowers and autumn
     # leaves, textured dry grass; blue-violet flowers when textured.
-    greenish = _hue_band(hue, 60.0, 170.0, 15.0) * _smoothstep(sat, 0.2, 0.32)
+    greenish = np.maximum(
+        _hue_band(hue, 60.0, 170.0, 15.0) * _smoothstep(sat, 0.2, 0.32),
+        _hue_band(hue, 80.0, 160.0, 10.0) * _smoothstep(sat, 0.1, 0.2),  # hazy, in shade
+    )
     vivid = _hue_band(hue, 345.0, 55.0, 10.0) * _smoothstep(sat, 0.6, 0.75)
-    vivid = vivid * _smoothstep(val, 0.35, 0.5)
+    vivid = vivid * _smoothstep(val, 0.2, 0.35)
     dry = (
         _hue_band(hue, 32.0, 60.0, 8.0)
         * _smoothstep(sat, 0.25, 0.35)
@@ -295,7 +298,11 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
         * _smoothstep(dense, 0.45, 0.7)
     )
     violet = _hue_band(hue, 245.0, 320.0, 15.0) * _smoothstep(sat, 0.3, 0.5) * texture
-    colour = np.maximum.reduce([greenish, vivid, dry, violet]) * _smoothstep(val, 0.06, 0.15)
+    # Hue means little in near-black pixels; green survives down to darker shade.
+    colour = np.maximum(
+        greenish * _smoothstep(val, 0.03, 0.08),
+        np.maximum.reduce([vivid, dry, violet]) * _smoothstep(val, 0.06, 0.15),
+    )
     # Evidence of still things: grey surfaces (roads, concrete, walls, clouds) and browns
     # (fur, skin, bark, brick, wood).
     grey_surface = _smoothstep(sat, 0.15, 0.08) * _smoothstep(val, 0.15, 0.25)
@@ -303,11 +310,16 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
         _hue_band(hue, 5.0, 40.0, 8.0) * _smoothstep(sat, 0.15, 0.25) * _smoothstep(sat, 0.75, 0.6)
     )
     still = np.maximum.reduce([grey_surface, brown, straight, sky])
-    # Straight edges veto colour, except in clearly green areas (leaf veins, grass blades).
-    vegetation = colour * (1.0 - 0.8 * straight * (1.0 - greenish)) * (1.0 - sky)
-    # Dark gaps and defocused backgrounds take the level of the vegetation around them.
+    # Straight edges veto colour, except in clearly green areas (leaf veins, grass blades)
+    # (and in vivid colours: petals are long and straight, facades are rarely that vivid).
+    vivid_strong = vivid * _smoothstep(sat, 0.7, 0.85)
+    keep = np.maximum(greenish, vivid_strong)
+    vegetation = colour * (1.0 - 0.8 * straight * (1.0 - keep)) * (1.0 - sky)
+    # Dark gaps and defocused backgrounds take the level of the vegetation around them;
+    # other pixels without evidence of being still (small flowers, stems) most of it.
     context = _blur(vegetation, max(1.0, 0.06 * short))
     uncertain = np.maximum(1.0 - _smoothstep(val, 0.08, 0.2), 1.0 - texture)
+    uncertain = np.maximum(uncertain, 0.7)
     vegetation = np.maximum(vegetation, context * uncertain * (1.0 - still))
 
     # Water: below the horizon, calm, horizontal, of the sky's colour (a reflection may
