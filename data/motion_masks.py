@@ -20,7 +20,8 @@ Providers (``PROVIDERS``; ``register_provider`` adds one):
   excess-green index, blue-ish water): kept to reproduce old datasets and as the
   baseline of ``benchmarks/bench_motion_masks.py``.
 * ``"segformer:<folder or hub id>"``: a transformers semantic-segmentation model with
-  ADE20K-style labels (SegFormer, UperNet, Mask2Former, ...): the mask is the summed
+  ADE20K-style labels (any ``AutoModelForSemanticSegmentation``: SegFormer, UperNet, BEiT,
+  DPT; not Mask2Former/OneFormer, whose outputs are mask queries): the mask is the summed
   probability of the classes that may move (``MOVING_LABEL_WORDS``). A hub id downloads
   the weights once (needs internet), a folder must hold a ``config.json`` of such a model.
 
