@@ -3,6 +3,7 @@
 One interface, pluggable providers::
 
     mask = estimate_motion_mask(image_rgb, provider="cues")          # offline default
+    mask = estimate_motion_mask("photo.jpg")                         # a path works too
     mask = estimate_motion_mask(image_rgb, provider="segformer:nvidia/segformer-b0-finetuned-ade-512-512")
 
 ``image_rgb`` is ``(H, W, 3)`` uint8 RGB; the mask is ``(H, W)`` float32 in [0, 1], 1 = may
@@ -25,14 +26,19 @@ Providers (``PROVIDERS``; ``register_provider`` adds one):
   probability of the classes that may move (``MOVING_LABEL_WORDS``). A hub id downloads
   the weights once (needs internet), a folder must hold a ``config.json`` of such a model.
 
+From the command line, a mask as a PNG to edit or to pass as ``motion_mask``::
+
+    python -m data.motion_masks photo.jpg photo_mask.png [--provider cues]
+
 See docs/MOTION_MASKS.md for how each cue is built, the IoU against hand-annotated
 photos and the speed.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -57,11 +63,12 @@ def register_provider(name: str, provider: Provider) -> None:
     PROVIDERS[name] = provider
 
 
-def estimate_motion_mask(image_rgb: np.ndarray, provider: str = "cues") -> np.ndarray:
+def estimate_motion_mask(image_rgb: np.ndarray | str | Path, provider: str = "cues") -> np.ndarray:
     """Soft mask of what may move in a photo.
 
     Args:
-        image_rgb: ``(H, W, 3)`` uint8 RGB.
+        image_rgb: ``(H, W, 3)`` uint8 RGB, or the path of a photo (read with
+            ``data.images.load_image``: EXIF rotation applied, any mode made RGB).
         provider: a registered name (``"cues"``, ``"legacy"``) or
             ``"segformer:<folder or hub id>"``.
 
@@ -69,9 +76,14 @@ def estimate_motion_mask(image_rgb: np.ndarray, provider: str = "cues") -> np.nd
         ``(H, W)`` float32 in [0, 1]; 1 = may move (vegetation, water), 0 = still.
 
     Raises:
-        ValueError: not an ``(H, W, 3)`` uint8 image, or an unknown provider.
-        FileNotFoundError: a segmentation folder that does not exist.
+        ValueError: not an ``(H, W, 3)`` uint8 image (or a file that is not an image), or
+            an unknown provider.
+        FileNotFoundError: a photo or segmentation folder that does not exist.
     """
+    if isinstance(image_rgb, (str, Path)):
+        from data.images import load_image
+
+        image_rgb = np.asarray(load_image(image_rgb))
     image = check_image(image_rgb)
     name, _, argument = provider.partition(":")
     if name == "segformer":
@@ -558,3 +570,62 @@ def _fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
     scale = long_side / max(width, height)
     # multiples of 32 keep every stage of a hierarchical encoder aligned
     return (max(32, round(width * scale / 32) * 32), max(32, round(height * scale / 32) * 32))
+
+
+# --------------------------------------------------------------------------------------
+# Command line: photo in, 8-bit PNG mask out
+# --------------------------------------------------------------------------------------
+
+
+def save_mask_png(mask: np.ndarray, path: str | Path, overwrite: bool = False) -> Path:
+    """Write an ``(H, W)`` mask in [0, 1] as an 8-bit grey PNG (255 = may move), atomically.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        ValueError: ``path`` does not end in ``.png``.
+    """
+    from data.io_utils import atomic_write
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: the mask is written as PNG; name it *.png")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: exists (pass --overwrite to replace it)")
+    grey = np.clip(np.rint(np.asarray(mask, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+    def write(tmp: Path) -> None:
+        ok, encoded = cv2.imencode(".png", grey)
+        if not ok:
+            raise ValueError(f"{path}: cannot encode the mask as PNG")
+        tmp.write_bytes(encoded.tobytes())
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, write)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m data.motion_masks",
+        description="Write the automatic motion mask of a photo as a PNG (white = may move).",
+    )
+    parser.add_argument("photo", type=Path)
+    parser.add_argument("out", type=Path, help="the mask, *.png, the photo's size")
+    parser.add_argument(
+        "--provider", default="cues",
+        help="cues (default), legacy, or segformer:<folder or hub id>",
+    )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    if args.out.exists() and not args.overwrite:
+        parser.error(f"{args.out}: exists (pass --overwrite to replace it)")
+    mask = estimate_motion_mask(args.photo, args.provider)
+    save_mask_png(mask, args.out, overwrite=args.overwrite)
+    print(
+        f"{args.out}: {mask.shape[1]}x{mask.shape[0]}, {100 * (mask >= 0.5).mean():.0f}% may move"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,8 +11,10 @@ from data.motion_masks import (
     PROVIDERS,
     estimate_motion_mask,
     estimate_regions,
+    main,
     moving_label_ids,
     register_provider,
+    save_mask_png,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +126,33 @@ def test_bad_inputs():
         estimate_motion_mask(np.zeros((8, 8, 3), np.uint8), "nope")
     with pytest.raises(ValueError, match="needs a model"):
         estimate_motion_mask(np.zeros((8, 8, 3), np.uint8), "segformer")
+
+
+def test_paths_and_the_command_line(tmp_path, capsys):
+    photo = tmp_path / "garden.png"
+    image = sky_over_foliage(60, 90)
+    cv2.imwrite(str(photo), image[..., ::-1])
+    np.testing.assert_array_equal(estimate_motion_mask(photo), estimate_motion_mask(image))
+    out = tmp_path / "masks" / "garden_mask.png"
+    assert main([str(photo), str(out)]) == 0
+    written = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (60, 90) and written.dtype == np.uint8
+    expected = np.rint(estimate_motion_mask(image) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(written, expected)
+    assert "may move" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # exists: refused, untouched
+        main([str(photo), str(out)])
+    assert main([str(photo), str(out), "--overwrite"]) == 0
+    with pytest.raises(ValueError, match=r"name it \*\.png"):
+        save_mask_png(np.zeros((4, 4)), tmp_path / "mask.jpg")
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        estimate_motion_mask(tmp_path / "missing.jpg")
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    with pytest.raises(ValueError, match="notes.jpg: not an image"):
+        estimate_motion_mask(tmp_path / "notes.jpg")
+    with pytest.raises(ValueError, match="notes.jpg: not an image"):
+        main([str(tmp_path / "notes.jpg"), str(tmp_path / "notes_mask.png")])
+    assert not (tmp_path / "notes_mask.png").exists()  # nothing written half-way
 
 
 def test_register_provider():
