@@ -58,6 +58,15 @@ def test_shape_range_dtype_and_determinism(provider):
     np.testing.assert_array_equal(mask, estimate_motion_mask(image.copy(), provider))
 
 
+@pytest.mark.parametrize("shape", [(2, 2), (3, 5), (5, 400), (400, 5)])
+def test_tiny_and_extreme_aspect_images(shape):
+    image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    for provider in ("cues", "legacy"):
+        mask = estimate_motion_mask(image, provider)
+        assert mask.shape == shape and np.isfinite(mask).all()
+        assert mask.min() >= 0.0 and mask.max() <= 1.0
+
+
 def test_cues_keep_sky_and_road_still_and_move_the_foliage():
     image = sky_over_foliage()
     third = image.shape[0] // 3
