@@ -493,7 +493,9 @@ def _load_segmentation_model(name_or_path: str):
     try:
         config = AutoConfig.from_pretrained(str(path) if looks_local else name_or_path)
     except (OSError, ValueError) as error:
-        raise ValueError(f"{name_or_path}: cannot read a model config ({error})") from error
+        where = "a model config" if looks_local else "it: no such folder, nor a reachable hub id"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise ValueError(f"{name_or_path}: cannot load {where} ({first_line})") from error
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(
             str(path) if looks_local else name_or_path, config=config
