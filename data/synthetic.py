@@ -18,12 +18,13 @@ band-limited: its spectral volume is the exact description of the motion, not an
 approximation (``S_k = sum M_m / 2`` over modes at bin k, ``S_0 = -sum Re M_m``), and
 ``spectral_to_displacement(spectral) == displacement`` to float precision.
 
-What moves is decided from cheap image cues (``estimate_motion_regions``):
-vegetation (green by the excess-green index and textured) sways, mostly horizontally,
-with large smooth mode shapes and amplitude falling as 1/f (motion power falls steeply
-with frequency in real footage, the paper's Figure 3); water (blue-ish, textured, below the sky) ripples with small amplitude,
-fine travelling-wave shapes and higher frequencies; sky (bright, smooth, near the top)
-and everything else stays still.
+What moves is decided from cheap image cues (``estimate_motion_regions``, which calls
+``data.motion_masks``): vegetation of any colour sways, mostly horizontally, with large
+smooth mode shapes and amplitude falling as 1/f (motion power falls steeply with
+frequency in real footage, the paper's Figure 3); water (calm, level, below the horizon,
+of the sky's colour or blue-grey) ripples with small amplitude, fine travelling-wave
+shapes and higher frequencies; sky, straight-edged structure and everything else stays
+still.
 
 Frames are rendered by forward-warping the photo: ``frame_t(p + D_t(p)) = photo(p)``,
 with softmax splatting (``splatting.render_frames``); holes the warp leaves are filled
@@ -42,6 +43,7 @@ import numpy as np
 
 from data.config import MotionConfig
 from data.io_utils import write_json_atomic, write_npz_atomic
+from data.motion_masks import estimate_regions, estimate_regions_legacy
 from data.spectral import displacement_to_spectral, spectral_to_displacement
 from splatting import render_frames
 
@@ -80,87 +82,25 @@ class SyntheticClip:
 # --------------------------------------------------------------------------------------
 
 
-def _smoothstep(x: np.ndarray, low: float, high: float) -> np.ndarray:
-    t = np.clip((x - low) / (high - low), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
-def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    return cv2.GaussianBlur(x, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
-
-
-def estimate_motion_regions(image: np.ndarray) -> dict[str, np.ndarray]:
-    """Soft masks of vegetation, water and sky from colour and texture.
-
-    Cues (all on RGB in [0, 1]; chromaticity r, g, b = R, G, B / (R + G + B)), windows are
-    Gaussian with sigma 2% of the short side:
-      - texture: local RMS of the grey-level gradient, 0 below 0.01 and 1 above 0.05
-        intensity per pixel;
-      - straight structure: coherence of the local structure tensor
-        ((l1 - l2) / (l1 + l2) of its eigenvalues): near 1 along the straight edges of
-        buildings, poles and frames, low in the isotropic texture of foliage and ripples;
-        it vetoes water from 0.5 to 0.8 (not vegetation: leaf blades have straight edges);
-      - vegetation: excess-green index 2g - r - b from 0.03 to 0.13, and green at least as
-        strong as red (g - r from -0.02 to 0.01, which rules out yellow and brown), times
-        (0.4 + 0.6 * texture), so that smooth green (defocused foliage, a painted wall)
-        moves less;
-      - sky: bright (max channel from 0.45 to 0.6), smooth, in the upper 60% of the
-        image (weight falling linearly with height);
-      - water: blue-ish (b - r from 0.03 to 0.1), not bright (max channel below 0.7 to
-        0.9, which rules out clouds), at least a little texture, in the lower part of the
-        image (weight rising from 45% to 70% of the height), not vegetation, not sky and
-        not of the sky's colour (Gaussian in RGB, sigma 0.2, around the median colour of
-        confident sky, if at least 1% of the image is), which keeps blue sky between
-        clouds still.
-    Each mask is then smoothed (sigma 1.5% of the short side) so that motion fades out
-    over a few pixels at region borders instead of tearing the picture.
+def estimate_motion_regions(image: np.ndarray, cues: str = "cues") -> dict[str, np.ndarray]:
+    """Soft masks of vegetation, water and sky from image cues (``data.motion_masks``).
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
+        cues: ``"cues"`` (default since issue 15: vegetation of any colour, water of any
+            colour, sky and straight-edged structure kept still; see
+            ``data.motion_masks.estimate_regions``) or ``"legacy"`` (the green-and-blue
+            colour cues used before, ``data.motion_masks.estimate_regions_legacy``; the
+            datasets of the weights trained before issue 15 were made with them).
 
     Returns:
         ``{"vegetation", "water", "sky"}``: ``(H, W)`` float32 masks in [0, 1].
     """
-    rgb = _check_image(image).astype(np.float32) / 255.0
-    height, width = rgb.shape[:2]
-    short = min(height, width)
-    window = max(1.0, 0.02 * short)
-    total = rgb.sum(axis=2) + 1e-3
-    r, g, b = (rgb[..., c] / total for c in range(3))
-
-    grey = rgb.mean(axis=2)
-    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    jxx, jyy, jxy = _blur(gx * gx, window), _blur(gy * gy, window), _blur(gx * gy, window)
-    energy = jxx + jyy
-    local_rms = np.sqrt(energy)
-    texture = _smoothstep(local_rms, 0.01, 0.05)
-    coherence = np.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (energy + 1e-6)
-    free = 1.0 - _smoothstep(coherence, 0.5, 0.8)
-
-    rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
-    greenness = _smoothstep(2 * g - r - b, 0.03, 0.13) * _smoothstep(g - r, -0.02, 0.01)
-    vegetation = greenness * (0.4 + 0.6 * texture)
-
-    top_prior = np.clip(1.0 - rows / 0.6, 0.0, 1.0)
-    bright = _smoothstep(rgb.max(axis=2), 0.45, 0.6)
-    sky = bright * (1.0 - texture) * top_prior
-
-    low_prior = _smoothstep(rows, 0.45, 0.7)
-    blueness = _smoothstep(b - r, 0.03, 0.1) * (1.0 - _smoothstep(rgb.max(axis=2), 0.7, 0.9))
-    water = blueness * _smoothstep(local_rms, 0.004, 0.02) * low_prior * free
-    water = water * (1.0 - sky) * (1.0 - greenness)
-    confident_sky = sky > 0.5
-    if confident_sky.mean() >= 0.01:
-        sky_colour = np.median(rgb[confident_sky], axis=0)
-        distance2 = ((rgb - sky_colour) ** 2).sum(axis=2)
-        water = water * (1.0 - np.exp(-distance2 / (2 * 0.2**2)))
-
-    sigma = max(1.0, 0.015 * short)
-    return {
-        name: np.clip(_blur(mask.astype(np.float32), sigma), 0.0, 1.0)
-        for name, mask in (("vegetation", vegetation), ("water", water), ("sky", sky))
-    }
+    if cues == "cues":
+        return estimate_regions(image)
+    if cues == "legacy":
+        return estimate_regions_legacy(image)
+    raise ValueError(f"unknown region cues {cues!r} (known: 'cues', 'legacy')")
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -359,6 +299,7 @@ def synthesize_oscillation(
     masks: dict[str, np.ndarray] | None = None,
     render: bool = True,
     renderer: str = "softsplat",
+    cues: str = "cues",
 ) -> SyntheticClip:
     """Animate a still photo with natural-looking oscillation and return its spectral volume.
 
@@ -378,14 +319,17 @@ def synthesize_oscillation(
         renderer: a method of ``splatting.render_frames``: "softsplat" (default; softmax
             splatting weighted by motion magnitude, holes filled with the photo's pixel
             there) or "average" (plain average splatting, faster).
+        cues: which image cues find the regions when ``masks`` is None: "cues" or
+            "legacy" (see ``estimate_motion_regions``).
 
     Returns:
         ``SyntheticClip`` (frames, displacement, spectral, motion_mask, metadata).
     """
     image = _check_image(image)
     height, width = image.shape[:2]
+    given_masks = masks
     if masks is None:
-        masks = estimate_motion_regions(image)
+        masks = estimate_motion_regions(image, cues)
     masks = {name: masks.get(name, np.zeros((height, width), np.float32)) for name in _STYLES}
     for name, mask in masks.items():
         if mask.shape != (height, width):
@@ -401,6 +345,7 @@ def synthesize_oscillation(
         "freq_range_hz": list(freq_range_hz),
         "modes": modes,
         "max_displacement_px": float(np.abs(displacement).max()),
+        "region_cues": cues if given_masks is None else "given",
         "motion_config": config.to_dict(),
     }
     return SyntheticClip(frames, displacement, spectral, motion_mask, metadata)
@@ -428,6 +373,7 @@ def write_synthetic_dataset(
     seed: int = 0,
     config: MotionConfig = MotionConfig(),  # noqa: B008 (frozen dataclass)
     amplitude_range: tuple[float, float] = DEFAULT_AMPLITUDE_RANGE,
+    cues: str = "cues",
 ) -> list[Path]:
     """Write ``clips_per_photo`` synthetic clips per photo: an mp4 and its exact spectrum.
 
@@ -438,7 +384,9 @@ def write_synthetic_dataset(
     float32 (exact ground truth; ``spectral_to_displacement`` gives the displacement),
     ``first_frame (H, W, 3)`` uint8 (the photo, lossless) and ``motion_mask (H, W)``
     float32; one ``manifest.json`` lists the clips with their seeds and modes. Seeds
-    derive from ``seed`` alone, so the same call writes the same dataset.
+    derive from ``seed`` alone, so the same call writes the same dataset. ``cues`` picks
+    the region cues (``estimate_motion_regions``; "legacy" reproduces datasets written
+    before issue 15).
 
     Returns:
         The written ``.mp4`` paths.
@@ -455,7 +403,9 @@ def write_synthetic_dataset(
         for clip_index, clip_seed in enumerate(seeds.spawn(clips_per_photo)):
             stem = f"{photo_index:04d}_{name}_{clip_index}"
             rng = np.random.default_rng(clip_seed)
-            clip = synthesize_oscillation(image, config, rng, rng.uniform(*amplitude_range))
+            clip = synthesize_oscillation(
+                image, config, rng, rng.uniform(*amplitude_range), cues=cues
+            )
             video_path = write_mp4(clip.frames, out_dir / f"{stem}.mp4", config.fps, overwrite=True)
             write_npz_atomic(
                 out_dir / f"{stem}.npz",

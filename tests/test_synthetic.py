@@ -178,3 +178,35 @@ def test_write_synthetic_dataset(tmp_path):
     with pytest.raises(ValueError, match="not an image"):
         (tmp_path / "bad.jpg").write_text("no")
         write_synthetic_dataset([tmp_path / "bad.jpg"], tmp_path / "x", config=CONFIG)
+
+
+def dry_grass_under_blue_sky(height=48, width=64, seed=0):
+    """Flat blue sky on top, textured yellow dry grass below: the legacy cues, which look
+    for green, miss the grass."""
+    rng = np.random.default_rng(seed)
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    image[: height // 2] = (90, 150, 230)
+    texture = rng.integers(0, 80, size=(height - height // 2, width))
+    image[height // 2 :, :, 0] = 160 + texture
+    image[height // 2 :, :, 1] = 125 + texture * 3 // 4
+    image[height // 2 :, :, 2] = 45 + texture // 3
+    return image
+
+
+def test_region_cues_move_dry_grass_and_keep_the_sky_still():
+    image = dry_grass_under_blue_sky()
+    h = CONFIG.height
+    new = estimate_motion_regions(image)
+    old = estimate_motion_regions(image, cues="legacy")
+    assert new["vegetation"][h // 2 + 6 :].mean() > 0.6
+    assert old["vegetation"][h // 2 + 6 :].mean() < 0.1
+    assert new["vegetation"][: h // 2 - 6].max() < 0.05
+    clip = synthesize_oscillation(image, CONFIG, seed=1, render=False)
+    magnitude = np.linalg.norm(clip.displacement, axis=-1).mean(axis=0)
+    assert magnitude[h // 2 + 6 :].mean() > 50 * magnitude[: h // 2 - 6].mean()
+    assert clip.metadata["region_cues"] == "cues"
+    legacy = synthesize_oscillation(image, CONFIG, seed=1, render=False, cues="legacy")
+    assert legacy.metadata["region_cues"] == "legacy"
+    assert np.abs(legacy.displacement).max() < 0.5 * np.abs(clip.displacement).max()
+    with pytest.raises(ValueError, match="unknown region cues 'nope'"):
+        estimate_motion_regions(image, cues="nope")
