@@ -85,19 +85,11 @@ def estimate_motion_mask(image_rgb: np.ndarray | str | Path, provider: str = "cu
 
         image_rgb = np.asarray(load_image(image_rgb))
     image = check_image(image_rgb)
-    name, _, argument = provider.partition(":")
+    name, argument = check_provider(provider)
     if name == "segformer":
-        if not argument:
-            raise ValueError(
-                "provider 'segformer' needs a model: 'segformer:<folder or hub id>', e.g. "
-                "'segformer:nvidia/segformer-b0-finetuned-ade-512-512'"
-            )
         mask = segmentation_motion_mask(image, argument)
-    elif name in PROVIDERS and not argument:
-        mask = PROVIDERS[name](image)
     else:
-        known = ", ".join([*sorted(PROVIDERS), "segformer:<folder or hub id>"])
-        raise ValueError(f"unknown motion-mask provider {provider!r} (known: {known})")
+        mask = PROVIDERS[name](image)
     mask = np.asarray(mask, dtype=np.float32)
     if mask.shape != image.shape[:2]:
         raise ValueError(
@@ -105,6 +97,23 @@ def estimate_motion_mask(image_rgb: np.ndarray | str | Path, provider: str = "cu
             f"image is {image.shape[0]}x{image.shape[1]}"
         )
     return np.clip(mask, 0.0, 1.0)
+
+
+def check_provider(provider: str) -> tuple[str, str]:
+    """``provider`` -> ``(name, argument)``, or ValueError naming the known providers (cheap:
+    nothing is loaded, so a command line can check it before any work)."""
+    name, _, argument = str(provider).partition(":")
+    if name == "segformer":
+        if not argument:
+            raise ValueError(
+                "provider 'segformer' needs a model: 'segformer:<folder or hub id>', e.g. "
+                "'segformer:nvidia/segformer-b0-finetuned-ade-512-512'"
+            )
+        return name, argument
+    if name in PROVIDERS and not argument:
+        return name, argument
+    known = ", ".join([*sorted(PROVIDERS), "segformer:<folder or hub id>"])
+    raise ValueError(f"unknown motion-mask provider {provider!r} (known: {known})")
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

@@ -70,7 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", action="store_true",
                         help="cover-crop the photo to the model's training frame (256x160)")  # fmt: skip
     parser.add_argument("--motion_mask", default=None,
-                        help="PNG: white may move, black stays still, grey in between")  # fmt: skip
+                        help="PNG: white may move, black stays still, grey in between; "
+                        "'auto': computed from the photo by --mask_provider")  # fmt: skip
+    parser.add_argument("--mask_provider", default="cues",
+                        help="what --motion_mask auto uses: cues (image cues, offline) or "
+                        "segformer:FOLDER_OR_HUB_ID (a segmentation model; data/motion_masks.py)")  # fmt: skip
     parser.add_argument("--still_mask", default=None,
                         help="PNG, the inverse of --motion_mask: white stays still")  # fmt: skip
     parser.add_argument("--num_frames", type=int, default=150)
@@ -129,6 +133,13 @@ def check_args(args: argparse.Namespace) -> None:
     _finite(args, "loop_guidance_scale", 0.0)
     if args.motion_mask and args.still_mask:
         raise ValueError("pass --motion_mask or --still_mask, not both")
+    auto = args.motion_mask == "auto" and not Path("auto").is_file()
+    args.provider = args.mask_provider if auto else None
+    if auto:
+        args.motion_mask = None
+        from data.motion_masks import check_provider
+
+        check_provider(args.mask_provider)
     for name in ("motion_mask", "still_mask"):
         path = getattr(args, name)
         if path is not None and not Path(path).is_file():
@@ -311,6 +322,7 @@ def animate(args: argparse.Namespace, pipeline, photo: Path, out_path: Path, tim
             speed=args.speed,
             amplitude=args.amplitude,
             motion_mask=args.mask,
+            mask_provider=args.provider,
             output_size=args.size,
             crop=args.crop,
             renderer=args.renderer,

@@ -828,7 +828,8 @@ class MotionPipeline(DiffusionPipeline):
            difference, so frame 0 of every animation is the photo itself.
         2. Upsampled (bilinear) to ``output_size`` and scaled to its pixels (x by the width
            ratio, y by the height ratio), times ``amplitude``.
-        3. Times ``gate`` ``(H, W)`` (``feathered_gate`` of a motion mask), if given.
+        3. Times ``gate`` (``feathered_gate`` of a motion mask), ``(H, W)`` or one per photo
+           ``(B, 1, 1, H, W)``, if given.
 
         Args:
             spectral: ``(B, K, 4, h, w)`` px of the model frame.
@@ -930,6 +931,7 @@ class MotionPipeline(DiffusionPipeline):
         speed: float = 1.0,
         amplitude: float = 1.0,
         motion_mask=None,
+        mask_provider: str | None = None,
         loop_guidance_scale: float = 0.0,
         latents: torch.Tensor | None = None,
         output_size: tuple[int, int] | None = None,
@@ -958,6 +960,9 @@ class MotionPipeline(DiffusionPipeline):
                 path, white = may move, black = stays still, grey in between; resized to the
                 photo (stretched with a warning if its aspect differs). The sampled motion
                 is gated by it, feathered (``feathered_gate``), so black pixels never move.
+            mask_provider: without ``motion_mask``, compute the mask of each photo with
+                this provider of ``data.motion_masks`` (``"cues"``: image cues, offline;
+                ``"segformer:<folder or hub id>"``: a segmentation model); None: no mask.
             loop_guidance_scale: motion self-guidance weight toward a seamless loop (0: off).
             latents: initial noise ``(B, K, c, h, w)`` instead of drawing it.
             output_size: ``(width, height)`` of the frames. Default: the photo's own size, long
@@ -997,11 +1002,22 @@ class MotionPipeline(DiffusionPipeline):
         # 1. the photos at the output size, and the model's view of them
         photos, photo_sizes = self.preprocess(image, output_size, crop)
         out_h, out_w = photos[0].shape[:2]
-        gate = None
+        gates = None
+        feather = MASK_FEATHER_FRACTION * max(out_w, out_h)
         if motion_mask is not None:
             mask = load_motion_mask(motion_mask, photo_sizes[0])
-            mask = fit_to_size(mask, (out_w, out_h))
-            gate = feathered_gate(mask, MASK_FEATHER_FRACTION * max(out_w, out_h))
+            gates = [feathered_gate(fit_to_size(mask, (out_w, out_h)), feather)] * len(photos)
+        elif mask_provider is not None:
+            from data.motion_masks import estimate_motion_mask
+
+            masks = [estimate_motion_mask(photo, provider=mask_provider) for photo in photos]
+            if any(mask.max() <= 1.0 / 255.0 for mask in masks):
+                raise ValueError(
+                    f"the {mask_provider!r} motion mask finds nothing that may move in the photo "
+                    "(no vegetation or water); paint a motion_mask instead"
+                )
+            gates = [feathered_gate(mask, feather) for mask in masks]
+        gate = None if gates is None else np.stack(gates)[:, None, None]  # (B, 1, 1, H, W)
         images, frame_size = self.model_input(photos)
 
         # 2. sample the spectral volume at the model's frame (B, K, 4, h, w) px

@@ -239,3 +239,19 @@ def test_save_motion_files_are_not_replaced_silently(model_dir, photos, tmp_path
     (tmp_path / "o" / "leaf.gif").unlink()  # the animation is gone, its motion file is not
     with pytest.raises(FileExistsError, match="leaf_motion.npz"):
         _run(model_dir, photos / "leaf.png", tmp_path / "o", "--save_motion")
+
+
+def test_automatic_motion_mask(model_dir, tmp_path):
+    """--motion_mask auto: the image cues keep a flat sky still and let textured green move."""
+    rng = np.random.default_rng(0)
+    scene = np.empty((40, 48, 3), np.uint8)
+    scene[:20] = (135, 180, 235)  # a clear sky
+    scene[20:] = np.clip(rng.normal((60, 140, 50), 40, (20, 48, 3)), 0, 255)  # textured green
+    Image.fromarray(scene).save(tmp_path / "meadow.png")
+    _run(model_dir, tmp_path / "meadow.png", tmp_path / "o", "--motion_mask", "auto",
+         "--renderer", "remap", "--save_motion")  # fmt: skip
+    energy = np.square(np.load(tmp_path / "o" / "meadow_motion.npz")["spectral"]).sum(axis=(0, 1))
+    assert energy[:12].sum() <= 0.02 * energy.sum() and energy[28:].sum() > 0
+    with pytest.raises(ValueError, match="unknown motion-mask provider"):
+        _run(model_dir, tmp_path / "meadow.png", tmp_path / "p", "--motion_mask", "auto",
+             "--mask_provider", "magic")  # fmt: skip
