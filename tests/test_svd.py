@@ -195,7 +195,7 @@ def test_sv3d_p_uses_the_background_remover_and_the_orbit(models, tmp_path, monk
         rgba[..., 3] = np.where(rgba[..., :3].min(axis=-1) > 240, 0, 255)
         return Image.fromarray(rgba)
 
-    monkeypatch.setattr(svd, "background_remover", lambda: fake_rembg)
+    monkeypatch.setattr(svd, "background_remover", lambda bg_model=None: fake_rembg)
     photo = np.full((80, 120, 3), 255, np.uint8)
     photo[20:60, 30:70] = (30, 90, 200)
     Image.fromarray(photo).save(tmp_path / "object.jpg")
@@ -216,7 +216,7 @@ def test_sv3d_p_uses_the_background_remover_and_the_orbit(models, tmp_path, monk
 def test_sv3d_opaque_photo_without_rembg_says_what_to_install(
     models, tmp_path, monkeypatch, capsys
 ):
-    monkeypatch.setattr(svd, "background_remover", lambda: None)
+    monkeypatch.setattr(svd, "background_remover", lambda bg_model=None: None)
     code = _run(
         models / "sv3d_u", _photo(tmp_path / "p.jpg"), tmp_path / "o", "--version", "sv3d_u"
     )

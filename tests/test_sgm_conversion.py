@@ -1,0 +1,469 @@
+"""scripts/convert_sgm_checkpoint.py and models.sgm_conversion on tiny sgm-layout checkpoints.
+
+The checkpoints (tests/sgm_checkpoints.py) have the key layout of Stability AI's released
+files and non-release sizes; each comes with its own small sgm YAML. They are converted
+through the script, checked key by key and tensor by tensor, and run through ``sample.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+import sample
+from models import sgm_conversion as conv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sgm_checkpoints import CLIP, UNET, sgm_checkpoint, sgm_yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+VERSIONS = ("svd", "svd_image_decoder", "sv3d_u", "sv3d_p")
+TINY = ["--image_size", "64", "--clip_head_width", str(CLIP["head_width"])]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "convert_sgm_checkpoint", ROOT / "scripts" / "convert_sgm_checkpoint.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, one_torch_thread):
+    """{version: (state dict, .safetensors path, YAML path, converted folder)}."""
+    root = tmp_path_factory.mktemp("sgm")
+    script = _script()
+    out = {}
+    for version in VERSIONS:
+        state = sgm_checkpoint(version, seed=VERSIONS.index(version))
+        path = root / f"{version}.safetensors"  # named as released: the name says the version
+        save_file(state, str(path))
+        config = root / f"{version}.yaml"
+        config.write_text(sgm_yaml(version))
+        folder = root / f"{version}_diffusers"
+        argv = ["--checkpoint", str(path), "--output_dir", str(folder),
+                "--original_config", str(config), *TINY]  # fmt: skip
+        assert script.main(argv) == 0
+        out[version] = (state, path, config, folder)
+    return out
+
+
+def _component(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    files = {"image_encoder": "model.safetensors"}
+    return load_file(str(folder / name / files.get(name, "diffusion_pytorch_model.safetensors")))
+
+
+# ----------------------------------------------------------------------------- keys and shapes
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_no_missing_or_unexpected_keys(checkpoints, version):
+    from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from models.sv3d import SV3DUNetSpatioTemporalConditionModel
+
+    _, _, _, folder = checkpoints[version]
+    index = json.loads((folder / "model_index.json").read_text())
+    sv3d = version.startswith("sv3d")
+    assert index["_class_name"] == ("SV3DPipeline" if sv3d else "StableVideoDiffusionPipeline")
+    vae_class = AutoencoderKLTemporalDecoder if version == "svd" else AutoencoderKL
+    assert index["vae"] == ["diffusers", vae_class.__name__]
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    unet_class = SV3DUNetSpatioTemporalConditionModel if sv3d else UNetSpatioTemporalConditionModel
+    models = {
+        "unet": unet_class.from_config(unet_class.load_config(folder / "unet")),
+        "vae": vae_class.from_config(vae_class.load_config(folder / "vae")),
+        "image_encoder": CLIPVisionModelWithProjection(
+            CLIPVisionConfig.from_pretrained(folder / "image_encoder")
+        ),
+    }
+    for name, model in models.items():
+        tensors = _component(folder, name)
+        expected = model.state_dict()
+        assert set(tensors) == set(expected), name
+        for key, tensor in tensors.items():
+            assert tensor.shape == expected[key].shape, key
+        model.load_state_dict(tensors, strict=True)
+
+
+def _fingerprint(tensor: torch.Tensor) -> tuple:
+    return tuple(tensor.flatten()[:4].tolist()) + (tensor.numel(),)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_tensor_comes_from_exactly_one_checkpoint_tensor(checkpoints, version):
+    """Random values trace each converted tensor to its source; no source is used twice."""
+    state, _, _, folder = checkpoints[version]
+    sources = {_fingerprint(value): key for key, value in state.items()}
+    assert len(sources) == len(state)  # random tensors: fingerprints are unique
+    used: dict[str, str] = {}
+    for name in ("unet", "vae", "image_encoder"):
+        for key, tensor in _component(folder, name).items():
+            if (
+                key.endswith(("_proj.weight", "_proj.bias", "visual_projection.weight"))
+                and ("self_attn" in key or "visual_projection" in key)
+                and "out_proj" not in key
+            ):
+                continue  # split or transposed: checked in the next test
+            source = sources.get(_fingerprint(tensor))
+            if name == "vae" and key.startswith("quant_conv") and source is None:
+                continue  # SVD's AutoencodingEngine has no quant conv: identity, checked below
+            assert source is not None, f"{name}/{key} matches no checkpoint tensor"
+            torch.testing.assert_close(tensor.flatten(), state[source].flatten(), rtol=0, atol=0)
+            assert source not in used, f"{source} lands twice ({used.get(source)}, {key})"
+            used[source] = f"{name}/{key}"
+    # What was not used belongs to the parts sampling does not need.
+    unused = {key for key in state if key not in used and "in_proj" not in key}
+    allowed = ("first_stage_model.encoder.", "first_stage_model.quant_conv.")
+    for key in unused:
+        assert (
+            ".encoder.decoder." in key
+            or ".encoder.post_quant_conv." in key
+            or key.startswith(allowed)
+            or ("open_clip.model." in key and ".visual." not in key)
+            or key.endswith("visual.proj")
+        ), key
+
+
+ANCHORS_UNET = {  # diffusers key <- sgm key (the tiny U-Net: 3 levels, 1 block each)
+    "conv_in.weight": "input_blocks.0.0.weight",
+    "add_embedding.linear_1.weight": "label_emb.0.0.weight",
+    "time_embedding.linear_2.bias": "time_embed.2.bias",
+    "down_blocks.0.resnets.0.temporal_res_block.conv1.weight": "input_blocks.1.0.time_stack.in_layers.2.weight",
+    "down_blocks.0.downsamplers.0.conv.weight": "input_blocks.2.0.op.weight",
+    "down_blocks.1.resnets.0.spatial_res_block.conv_shortcut.weight": "input_blocks.3.0.skip_connection.weight",
+    "down_blocks.1.attentions.0.temporal_transformer_blocks.0.ff_in.net.0.proj.weight": "input_blocks.3.1.time_stack.0.ff_in.net.0.proj.weight",
+    "down_blocks.2.resnets.0.time_mixer.mix_factor": "input_blocks.5.0.time_mixer.mix_factor",
+    "mid_block.attentions.0.time_pos_embed.linear_2.weight": "middle_block.1.time_pos_embed.2.weight",
+    "mid_block.resnets.1.spatial_res_block.time_emb_proj.weight": "middle_block.2.emb_layers.1.weight",
+    "up_blocks.0.upsamplers.0.conv.weight": "output_blocks.1.1.conv.weight",
+    "up_blocks.1.attentions.1.transformer_blocks.0.attn2.to_k.weight": "output_blocks.3.1.transformer_blocks.0.attn2.to_k.weight",
+    "up_blocks.1.upsamplers.0.conv.weight": "output_blocks.3.2.conv.weight",
+    "up_blocks.2.resnets.1.spatial_res_block.conv_shortcut.weight": "output_blocks.5.0.skip_connection.weight",
+    "conv_norm_out.weight": "out.0.weight",
+    "conv_out.bias": "out.2.bias",
+}  # fmt: skip
+
+
+def test_tensors_land_where_their_shapes_say(checkpoints):
+    state, _, _, folder = checkpoints["svd"]
+    unet = _component(folder, "unet")
+    for new, old in ANCHORS_UNET.items():
+        torch.testing.assert_close(unet[new], state["model.diffusion_model." + old])
+    assert unet["down_blocks.0.resnets.0.temporal_res_block.conv1.weight"].shape[2:] == (3, 1, 1)
+
+    vae = _component(folder, "vae")
+    enc, dec = "conditioner.embedders.3.encoder.", "first_stage_model.decoder."
+    pairs = {
+        # sgm numbers decoder levels from the full-resolution end, diffusers from the latent end
+        "decoder.up_blocks.0.resnets.2.spatial_res_block.conv1.weight": dec + "up.3.block.2.conv1.weight",
+        "decoder.up_blocks.2.resnets.0.spatial_res_block.conv_shortcut.weight": dec + "up.1.block.0.nin_shortcut.weight",
+        "decoder.up_blocks.2.upsamplers.0.conv.weight": dec + "up.1.upsample.conv.weight",
+        "decoder.mid_block.resnets.1.time_mixer.mix_factor": dec + "mid.block_2.mix_factor",
+        "decoder.mid_block.resnets.0.temporal_res_block.conv2.weight": dec + "mid.block_1.time_stack.out_layers.3.weight",
+        "decoder.time_conv_out.weight": dec + "conv_out.time_mix_conv.weight",
+        "decoder.conv_out.weight": dec + "conv_out.weight",
+        "encoder.down_blocks.1.resnets.0.conv_shortcut.weight": enc + "encoder.down.1.block.0.nin_shortcut.weight",
+        "encoder.conv_norm_out.bias": enc + "encoder.norm_out.bias",
+        "quant_conv.weight": enc + "quant_conv.weight",
+    }  # fmt: skip
+    for new, old in pairs.items():
+        torch.testing.assert_close(vae[new], state[old])
+    for name, old in (("to_q", "q"), ("to_out.0", "proj_out")):  # 1x1 convs -> linear layers
+        torch.testing.assert_close(
+            vae[f"decoder.mid_block.attentions.0.{name}.weight"],
+            state[f"{dec}mid.attn_1.{old}.weight"][:, :, 0, 0],
+        )
+
+    clip = _component(folder, "image_encoder")
+    visual = "conditioner.embedders.0.open_clip.model.visual."
+    width = CLIP["width"]
+    packed = state[visual + "transformer.resblocks.1.attn.in_proj_weight"]
+    for index, name in enumerate(("q", "k", "v")):
+        torch.testing.assert_close(
+            clip[f"vision_model.encoder.layers.1.self_attn.{name}_proj.weight"],
+            packed[index * width : (index + 1) * width],
+        )
+    torch.testing.assert_close(clip["visual_projection.weight"], state[visual + "proj"].T)
+
+    # SV3D: the image decoder without post-quant conv, the encoder from the conditioner.
+    state, _, _, folder = checkpoints["sv3d_p"]
+    vae = _component(folder, "vae")
+    assert "post_quant_conv.weight" not in vae
+    torch.testing.assert_close(
+        vae["decoder.up_blocks.3.resnets.0.conv1.weight"],
+        state["first_stage_model.decoder.up.0.block.0.conv1.weight"],
+    )
+    torch.testing.assert_close(
+        vae["quant_conv.bias"], state["conditioner.embedders.1.encoder.quant_conv.bias"]
+    )
+
+
+def test_encoder_falls_back_to_the_first_stage(checkpoints, tmp_path):
+    """Without the conditioner's VAE, SVD's own encoder is used, with an identity quant conv."""
+    state = {
+        key: value
+        for key, value in checkpoints["svd"][0].items()
+        if not key.startswith("conditioner.embedders.3.")
+    }
+    conv.convert_sgm_checkpoint(
+        state, tmp_path / "out", yaml.safe_load(sgm_yaml("svd")), image_size=64, clip_head_width=16
+    )
+    vae = _component(tmp_path / "out", "vae")
+    torch.testing.assert_close(vae["quant_conv.weight"][:, :, 0, 0], torch.eye(8))
+    torch.testing.assert_close(vae["quant_conv.bias"], torch.zeros(8))
+    torch.testing.assert_close(
+        vae["encoder.conv_in.weight"], state["first_stage_model.encoder.conv_in.weight"]
+    )
+
+
+def test_configs_from_shapes_and_yaml(checkpoints):
+    for version in VERSIONS:
+        folder = checkpoints[version][3]
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        assert unet["block_out_channels"] == [32, 64, 64]
+        assert unet["down_block_types"] == ["CrossAttnDownBlockSpatioTemporal"] * 2 + [
+            "DownBlockSpatioTemporal"
+        ]
+        assert unet["num_attention_heads"] == [2, 4, 4]  # widths / num_head_channels 16
+        assert unet["cross_attention_dim"] == UNET["context_dim"]
+        assert unet["sample_size"] == 8  # --image_size 64 / the VAE's 8x
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        assert vae["block_out_channels"] == [32, 64, 32, 32]
+        assert vae["scaling_factor"] == 0.13025  # the YAML's scale_factor
+        clip = json.loads((folder / "image_encoder" / "config.json").read_text())
+        assert (clip["hidden_size"], clip["num_hidden_layers"], clip["num_attention_heads"]) == (
+            32, 2, 2,
+        )  # fmt: skip
+        assert (clip["patch_size"], clip["image_size"], clip["projection_dim"]) == (112, 224, 24)
+    split = {
+        version: json.loads((checkpoints[version][3] / "unet" / "config.json").read_text())
+        for version in ("svd", "sv3d_u", "sv3d_p")
+    }
+    assert split["svd"]["addition_time_embed_dim"] == 20  # 3 x 20
+    assert split["sv3d_u"]["projection_class_embeddings_input_dim"] == 12
+    assert split["sv3d_p"]["addition_time_embed_dim"] == 12  # then polar 10 + azimuth 10
+
+
+@pytest.mark.parametrize("version", ["svd", "sv3d_p"])
+def test_released_sizes_give_the_released_configs(version):
+    """The released layouts (meta tensors, no weights) give diffusers' published configs."""
+    state = sgm_checkpoint(version, released=True)
+    original = conv.OriginalConfig.parse(None)  # no YAML: the released defaults
+    detected = conv.detect_version(state, original, None)
+    assert detected == version
+    _, vae = conv.vae_config(state, original, 576)
+    assert vae["block_out_channels"] == (128, 256, 512, 512) and vae["layers_per_block"] == 2
+    unet = conv.unet_config(state, version, original, conv.RELEASED_IMAGE_SIZE[version], 8)
+    assert unet["block_out_channels"] == (320, 640, 1280, 1280)
+    assert unet["num_attention_heads"] == (5, 10, 20, 20)
+    assert unet["down_block_types"][-1] == "DownBlockSpatioTemporal"
+    assert unet["layers_per_block"] == 2 and unet["cross_attention_dim"] == 1024
+    assert unet["addition_time_embed_dim"] == 256
+    if version == "sv3d_p":
+        assert unet["sample_size"] == 72  # 576 px / 8
+        assert unet["projection_class_embeddings_input_dim"] == 1280  # 256 + 2 x 512
+    else:
+        assert unet["sample_size"] == 96 and unet["projection_class_embeddings_input_dim"] == 768
+    clip = conv.image_encoder_config(state, original)
+    assert clip["num_attention_heads"] == 16 and clip["intermediate_size"] == 5120
+    assert clip["num_hidden_layers"] == 32 and clip["projection_dim"] == 1024
+    unet_map = conv.unet_key_map(state)
+    assert len(unet_map) == sum(key.startswith("model.diffusion_model.") for key in state)
+
+
+# ----------------------------------------------------------------------------- numerics
+
+
+def _open_clip_forward(state: dict, prefix: str, image: torch.Tensor, heads: int) -> torch.Tensor:
+    """OpenCLIP's ViT image tower, written here from its definition: (B, 3, H, W) -> (B, D)."""
+    import torch.nn.functional as F
+
+    v = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    width = v["class_embedding"].shape[0]
+    x = F.conv2d(image, v["conv1.weight"], stride=v["conv1.weight"].shape[-1])
+    x = x.flatten(2).transpose(1, 2)  # (B, patches, width)
+    x = torch.cat([v["class_embedding"].expand(x.shape[0], 1, width), x], dim=1)
+    x = x + v["positional_embedding"]
+    x = F.layer_norm(x, (width,), v["ln_pre.weight"], v["ln_pre.bias"])
+    layer = 0
+    while f"transformer.resblocks.{layer}.ln_1.weight" in v:
+        b = f"transformer.resblocks.{layer}."
+        attention = torch.nn.MultiheadAttention(width, heads, batch_first=True)
+        attention.load_state_dict({
+            "in_proj_weight": v[b + "attn.in_proj_weight"], "in_proj_bias": v[b + "attn.in_proj_bias"],
+            "out_proj.weight": v[b + "attn.out_proj.weight"], "out_proj.bias": v[b + "attn.out_proj.bias"],
+        })  # fmt: skip
+        h = F.layer_norm(x, (width,), v[b + "ln_1.weight"], v[b + "ln_1.bias"])
+        x = x + attention(h, h, h, need_weights=False)[0]
+        h = F.layer_norm(x, (width,), v[b + "ln_2.weight"], v[b + "ln_2.bias"])
+        h = F.gelu(F.linear(h, v[b + "mlp.c_fc.weight"], v[b + "mlp.c_fc.bias"]))
+        x = x + F.linear(h, v[b + "mlp.c_proj.weight"], v[b + "mlp.c_proj.bias"])
+        layer += 1
+    pooled = F.layer_norm(x[:, 0], (width,), v["ln_post.weight"], v["ln_post.bias"])
+    return pooled @ v["proj"]
+
+
+def test_image_encoder_matches_an_open_clip_forward(checkpoints):
+    from transformers import CLIPVisionModelWithProjection
+
+    state, _, _, folder = checkpoints["sv3d_u"]
+    model = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder").eval()
+    image = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    heads = CLIP["width"] // CLIP["head_width"]
+    with torch.no_grad():
+        expected = _open_clip_forward(
+            state, "conditioner.embedders.0.open_clip.model.visual.", image, heads
+        )
+        got = model(pixel_values=image).image_embeds
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _object_png(path):
+    rgba = np.zeros((96, 96, 4), np.uint8)
+    rgba[20:70, 30:80] = (200, 60, 40, 255)
+    Image.fromarray(rgba).save(path)
+    return path
+
+
+def _svd_run(model, image, out, *extra):
+    return sample.main(
+        ["--method", "svd", "--model", str(model), "--input_path", str(image),
+         "--output_folder", str(out), "--num_steps", "2", "--save_frames", *map(str, extra)]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "version,frames", [("svd", 3), ("svd_image_decoder", 3), ("sv3d_p", 21), ("sv3d_u", 21)]
+)
+def test_converted_pipeline_runs_through_sample(checkpoints, tmp_path, version, frames):
+    folder = checkpoints[version][3]
+    if version.startswith("sv3d"):
+        image, extra = _object_png(tmp_path / "toy.png"), []
+    else:
+        image = tmp_path / "toy.png"
+        rng = np.random.default_rng(0)
+        Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(image)
+        extra = ["--num_frames", frames]
+    code = _svd_run(folder, image, tmp_path / "out", "--version", version, *extra)
+    assert code == 0
+    written = sorted((tmp_path / "out" / "toy" / "frames").glob("*.png"))
+    assert len(written) == frames
+    first = np.asarray(Image.open(written[0]))
+    assert first.shape == ((64, 64, 3) if version.startswith("sv3d") else (64, 128, 3))
+    assert (tmp_path / "out" / "toy" / "toy.mp4").is_file()
+
+
+def test_image_decoder_versions_check_the_vae(checkpoints, tmp_path):
+    image = tmp_path / "p.png"
+    Image.new("RGB", (128, 64), (90, 120, 30)).save(image)
+    with pytest.raises(ValueError, match="use --version svd_image_decoder"):
+        _svd_run(checkpoints["svd_image_decoder"][3], image, tmp_path / "o", "--version", "svd")
+    with pytest.raises(ValueError, match="use --version svd_xt"):
+        _svd_run(checkpoints["svd"][3], image, tmp_path / "o", "--version", "svd_xt_image_decoder")
+
+
+def test_sample_given_a_checkpoint_prints_the_conversion_command(checkpoints, tmp_path):
+    _, released, config, _ = checkpoints["sv3d_p"]
+    path = tmp_path / released.name
+    path.write_bytes(released.read_bytes())
+    with pytest.raises(ValueError, match="convert_sgm_checkpoint.py") as error:
+        _svd_run(path, _object_png(tmp_path / "o.png"), tmp_path / "o", "--version", "sv3d_p")
+    command = str(error.value).split("`")[1]
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "scripts/convert_sgm_checkpoint.py"]
+    assert "--version" in argv and argv[argv.index("--version") + 1] == "sv3d_p"
+    # The printed command converts (the tiny tower needs its head width; the rest is default).
+    argv += ["--original_config", str(config), "--clip_head_width", str(CLIP["head_width"])]
+    assert _script().main(argv[2:]) == 0
+    output = Path(argv[argv.index("--output_dir") + 1])
+    assert output == tmp_path / "sv3d_p_diffusers"
+    unet = json.loads((output / "unet" / "config.json").read_text())
+    assert unet["sample_size"] == 72  # SV3D's 576 px by default
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _convert(state, tmp_path, **kwargs):
+    return conv.convert_sgm_checkpoint(state, tmp_path / "out", **kwargs)
+
+
+def test_head_count_that_does_not_divide_names_the_option(tmp_path):
+    state = sgm_checkpoint("svd")
+    config = yaml.safe_load(sgm_yaml("svd"))
+    with pytest.raises(ValueError, match=r"head width 64 .*released.*--original_config"):
+        _convert(state, tmp_path, image_size=64, clip_head_width=16)  # no YAML: heads of 64
+    config["model"]["params"]["network_config"]["params"]["num_head_channels"] = 24
+    with pytest.raises(ValueError, match=r"num_head_channels.*--original_config"):
+        _convert(state, tmp_path, original_config=config, image_size=64, clip_head_width=16)
+    config = yaml.safe_load(sgm_yaml("svd"))
+    with pytest.raises(ValueError, match="--clip_head_width"):
+        _convert(state, tmp_path, original_config=config, image_size=64)  # unknown arch
+    with pytest.raises(ValueError, match=r"width 32 is not a multiple of the head width 80"):
+        del config["model"]["params"]["conditioner_config"]["params"]["emb_models"][0]["params"]
+        _convert(state, tmp_path, original_config=config, image_size=64)  # ViT-H-14: 80
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_bad_checkpoints_and_configs(tmp_path):
+    config = yaml.safe_load(sgm_yaml("sv3d_p"))
+    kwargs = dict(original_config=config, image_size=64, clip_head_width=16)
+    state = sgm_checkpoint("sv3d_p")
+    with pytest.raises(ValueError, match="unexpected"):
+        _convert(
+            {**state, "model.diffusion_model.extra.weight": torch.zeros(1)}, tmp_path, **kwargs
+        )
+    with pytest.raises(ValueError, match="no known part"):
+        _convert({**state, "cond_stage_model.x": torch.zeros(1)}, tmp_path, **kwargs)
+    with pytest.raises(ValueError, match="use --version sv3d_p"):
+        _convert(state, tmp_path, version="svd", **kwargs)
+    wrong = yaml.safe_load(sgm_yaml("sv3d_p"))
+    wrong["model"]["params"]["conditioner_config"]["params"]["emb_models"][-1]["params"][
+        "outdim"
+    ] = 12
+    with pytest.raises(ValueError, match="adds up to 34"):
+        _convert(state, tmp_path, **{**kwargs, "original_config": wrong})
+    with pytest.raises(ValueError, match=r"vector conditioning is \['fps_id'"):
+        _convert(state, tmp_path, **{**kwargs, "original_config": yaml.safe_load(sgm_yaml("svd"))})
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        conv.convert_sgm_checkpoint(tmp_path / "nope.safetensors", tmp_path / "out")
+    (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        conv.convert_sgm_checkpoint(tmp_path / "junk.safetensors", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        _convert(state, tmp_path, **kwargs)
+
+
+def test_script_reports_errors_in_one_line(tmp_path):
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "convert_sgm_checkpoint.py"), "--checkpoint",
+         str(tmp_path / "missing.safetensors"), "--output_dir", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'missing.safetensors'}: no such checkpoint file"
+    ]
