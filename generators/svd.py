@@ -16,7 +16,8 @@ for SVD/SVD-XT, ``models.sv3d.SV3DPipeline`` for SV3D). Per photo the steps are:
    1024x576); SV3D: the object cut out (alpha, or ``rembg``), centred on white, 576x576;
 2. sample ``num_frames`` frames with the version's guidance schedule (SVD: linear per frame;
    SV3D: triangle), ``fps_id``, ``motion_bucket_id``, ``cond_aug``, ``decoding_t``;
-3. watermark the frames (``models.watermark``; skipped with a note below 256x256) and write
+3. watermark the frames (``models.watermark``; skipped with a note below 256x256 px of
+   area) and write
    ``<output_folder>/<photo>/<photo>.mp4`` (+ ``input.png``, the image the model saw, and
    ``frames/`` with ``--save_frames``).
 
@@ -446,7 +447,7 @@ def write_outputs(
         frames = embed_watermark(frames)
     else:
         notes.append(
-            f"no watermark: {frames.shape[2]}x{frames.shape[1]} px is below the "
+            f"no watermark: {frames.shape[2]}x{frames.shape[1]} px is less area than the "
             f"{MIN_WATERMARK_SIDE}x{MIN_WATERMARK_SIDE} the watermark library needs"
         )
     folder.mkdir(parents=True, exist_ok=True)

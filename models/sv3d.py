@@ -259,7 +259,7 @@ class OnnxSalientObject:
         prediction = prediction.reshape(-1, *prediction.shape[-2:])[0].astype(np.float32)
         low, high = float(prediction.min()), float(prediction.max())
         prediction = (prediction - low) / max(high - low, 1e-6)
-        resized = PIL.Image.fromarray(prediction, mode="F").resize(image.size, PIL.Image.BILINEAR)
+        resized = PIL.Image.fromarray(prediction).resize(image.size, PIL.Image.BILINEAR)  # mode F
         return np.clip(np.asarray(resized), 0.0, 1.0)
 
     def __call__(self, image: PIL.Image.Image) -> PIL.Image.Image:
