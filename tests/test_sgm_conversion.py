@@ -467,3 +467,25 @@ def test_script_reports_errors_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'missing.safetensors'}: no such checkpoint file"
     ]
+
+
+def test_decoding_t_changes_only_the_temporal_decoder(checkpoints, tmp_path):
+    """SVD's temporal decoder sees one chunk at a time: chunk edges change its frames."""
+    image = tmp_path / "p.png"
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(image)
+    frames = {}
+    for version in ("svd", "svd_image_decoder"):
+        for chunk in (1, 3):
+            out = tmp_path / f"{version}{chunk}"
+            code = _svd_run(checkpoints[version][3], image, out, "--version", version,
+                            "--num_frames", 3, "--decoding_t", chunk)  # fmt: skip
+            assert code == 0
+            paths = sorted((out / "p" / "frames").glob("*.png"))
+            frames[version, chunk] = np.stack([np.asarray(Image.open(p)) for p in paths])
+    temporal = np.abs(frames["svd", 1].astype(int) - frames["svd", 3].astype(int))
+    assert temporal.max() > 10
+    image_decoder = np.abs(
+        frames["svd_image_decoder", 1].astype(int) - frames["svd_image_decoder", 3].astype(int)
+    )
+    assert image_decoder.max() <= 1
