@@ -87,10 +87,12 @@ def conversion_command(checkpoint: str | Path, version: str) -> str:
     """The exact command that converts an sgm checkpoint for ``--version``."""
     checkpoint = Path(checkpoint)
     output = checkpoint.with_name(checkpoint.stem + "_diffusers")
-    return (
-        f"python scripts/convert_sgm_checkpoint.py --checkpoint {checkpoint} "
-        f"--version {version} --output_dir {output}"
-    )
+    script = Path(__file__).resolve().parents[1] / "scripts" / "convert_sgm_checkpoint.py"
+    try:  # as short as it can be from where the user runs sample.py
+        script = script.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"python {script} --checkpoint {checkpoint} --version {version} --output_dir {output}"
 
 
 def weights_hint(version: str) -> str:
@@ -107,7 +109,7 @@ def weights_hint(version: str) -> str:
             f"--version {version} needs a diffusers-format {preset.pipeline} folder: accept the "
             f"licence at huggingface.co/{preset.hub_id}, then `huggingface-cli download "
             f"{preset.hub_id} --local-dir DIR` and pass --model DIR (or --model {preset.hub_id} "
-            f"with network access); or from the single file: {convert}; see docs/SVD.md"
+            f"with network access), or convert the single file {filename}; see docs/SVD.md"
         )
     return (
         f"--version {version} needs a diffusers-format {preset.pipeline} folder; Stability AI "

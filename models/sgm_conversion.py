@@ -23,7 +23,7 @@ sgm keys                                                        diffusers compon
 Not converted (reported, never silently dropped): the text-tower leftovers of the OpenCLIP
 model (``token_embedding``, ``ln_final``, ...), the conditioning VAE's unused decoder and
 post-quant conv, and ``first_stage_model``'s training-only encoder when the conditioner holds
-the encoder used at sampling. Any other key is an error.
+the encoder used at sampling, ``denoiser.*`` schedule buffers. Any other key is an error.
 
 Configs come from the tensors' shapes wherever the shapes fix them: U-Net widths, levels,
 residual blocks per level, which levels attend, transformer depths, cross-attention width,
@@ -937,7 +937,8 @@ def convert_sgm_checkpoint(
     # Every checkpoint key is used or belongs to a known part that sampling does not need.
     used = set(unet_map.values()) | set(vae_map.values()) | set(clip_used)
     clip_model, _ = _clip_prefix(state)
-    unused_prefixes = _vae_sources(state).unused + [clip_model]
+    # denoiser.*: buffers of sgm's sampling schedule (e.g. sigmas), which the scheduler holds.
+    unused_prefixes = _vae_sources(state).unused + [clip_model, "denoiser."]
     unused: dict[str, int] = {}
     unknown = []
     for key in state:

@@ -388,7 +388,7 @@ def test_sample_given_a_checkpoint_prints_the_conversion_command(checkpoints, tm
         _svd_run(path, _object_png(tmp_path / "o.png"), tmp_path / "o", "--version", "sv3d_p")
     command = str(error.value).split("`")[1]
     argv = shlex.split(command)
-    assert argv[:2] == ["python", "scripts/convert_sgm_checkpoint.py"]
+    assert argv[0] == "python" and argv[1].endswith("scripts/convert_sgm_checkpoint.py")
     assert "--version" in argv and argv[argv.index("--version") + 1] == "sv3d_p"
     # The printed command converts (the tiny tower needs its head width; the rest is default).
     argv += ["--original_config", str(config), "--clip_head_width", str(CLIP["head_width"])]
@@ -489,3 +489,31 @@ def test_decoding_t_changes_only_the_temporal_decoder(checkpoints, tmp_path):
         frames["svd_image_decoder", 1].astype(int) - frames["svd_image_decoder", 3].astype(int)
     )
     assert image_decoder.max() <= 1
+
+
+def _sinusoid(values: torch.Tensor, width: int) -> torch.Tensor:
+    """sgm's timestep embedding, from its definition: [cos(v f), sin(v f)], f = 10000^(-k/half)."""
+    half = width // 2
+    freqs = torch.exp(-np.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    args = values.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def test_sv3d_p_vector_conditioning_is_split_as_the_yaml_says(checkpoints):
+    """label_emb sees [emb_12(cond_aug), emb_10(polar_f), emb_10(azimuth_f)] per frame."""
+    from models.sv3d import SV3DUNetSpatioTemporalConditionModel
+
+    state, _, _, folder = checkpoints["sv3d_p"]
+    unet = SV3DUNetSpatioTemporalConditionModel.from_pretrained(folder / "unet").eval()
+    cond_aug = torch.tensor([[1e-5]])
+    camera = torch.tensor([[[1.2, 0.0], [1.4, 2.5], [0.3, 5.9]]])  # (B, F, 2) radians
+    with torch.no_grad():
+        got = unet.vector_embedding(cond_aug, camera, num_frames=3)
+    vector = torch.cat(
+        [_sinusoid(cond_aug.flatten().repeat(3), 12), _sinusoid(camera[0, :, 0], 10),
+         _sinusoid(camera[0, :, 1], 10)], dim=1,
+    )  # fmt: skip
+    p = "model.diffusion_model.label_emb.0."
+    hidden = torch.nn.functional.silu(vector @ state[p + "0.weight"].T + state[p + "0.bias"])
+    expected = hidden @ state[p + "2.weight"].T + state[p + "2.bias"]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
