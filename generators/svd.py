@@ -303,6 +303,13 @@ def load_pipeline(args: argparse.Namespace, device):
         from models.sv3d import SV3DPipeline as pipeline_class
     else:
         from diffusers import StableVideoDiffusionPipeline as pipeline_class
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    if args.version.endswith("_image_decoder"):
+        # The pipeline's type hint names the temporal decoder; an image VAE is what these
+        # versions hold, and diffusers would warn about it on every load.
+        diffusers_logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():  # diffusers >= 0.40 renames torch_dtype, older lack dtype
             warnings.simplefilter("ignore", FutureWarning)
@@ -315,6 +322,8 @@ def load_pipeline(args: argparse.Namespace, device):
         raise FileNotFoundError(
             f"{args.model}: cannot load the pipeline ({error}); {hint}"
         ) from None
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
     if preset.pipeline == "SV3DPipeline" and pipeline.takes_camera != (args.version == "sv3d_p"):
         kind = "SV3D_p (camera-conditioned)" if pipeline.takes_camera else "SV3D_u"
         raise ValueError(f"{args.model}: is an {kind} model, not --version {args.version}")

@@ -680,3 +680,80 @@ def test_converted_sv3d_p_unet_matches_an_sgm_forward(checkpoints):
     difference = (converted - reference).abs().max() / reference.abs().max()
     print(f"converted vs sgm forward: max |diff| / max |output| = {difference:.1e}")
     assert difference < 1e-3
+
+
+def _sgm_video_decoder(state: dict, prefix: str, z: torch.Tensor, frames: int) -> torch.Tensor:
+    """sgm's VideoDecoder (time_mode conv-only) forward, written here from its definition:
+    LDM ResnetBlocks each followed by a temporal ResBlock blended by sigmoid(mix_factor),
+    a plain attention block in the middle, and a temporal convolution after conv_out.
+
+    z ``(B*F, c, h, w)`` -> ``(B*F, 3, H, W)``.
+    """
+    import torch.nn.functional as F
+
+    s = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+
+    def gn(name, h, eps):
+        return F.group_norm(h, 32, s[name + ".weight"], s[name + ".bias"], eps=eps)
+
+    def conv(name, h):
+        weight, bias = s[name + ".weight"], s[name + ".bias"]
+        if weight.dim() == 5:
+            return F.conv3d(h, weight, bias, padding=(weight.shape[2] // 2, 0, 0))
+        return F.conv2d(h, weight, bias, padding=weight.shape[-1] // 2)
+
+    def block(pre, h):
+        r = conv(pre + "conv1", F.silu(gn(pre + "norm1", h, 1e-6)))  # Normalize: eps 1e-6
+        r = conv(pre + "conv2", F.silu(gn(pre + "norm2", r, 1e-6)))
+        h = (conv(pre + "nin_shortcut", h) if pre + "nin_shortcut.weight" in s else h) + r
+        bt, c, hh, ww = h.shape
+        video = h.reshape(bt // frames, frames, c, hh, ww).transpose(1, 2)
+        t = pre + "time_stack."  # openaimodel ResBlock without time embedding: GroupNorm32
+        r = conv(t + "in_layers.2", F.silu(gn(t + "in_layers.0", video, 1e-5)))
+        r = conv(t + "out_layers.3", F.silu(gn(t + "out_layers.0", r, 1e-5)))
+        alpha = torch.sigmoid(s[pre + "mix_factor"])
+        mixed = alpha * (video + r) + (1 - alpha) * video  # temporal weighted by alpha
+        return mixed.transpose(1, 2).reshape(bt, c, hh, ww)
+
+    def attention(pre, h):
+        bt, c, hh, ww = h.shape
+        normed = gn(pre + "norm", h, 1e-6)
+        q, k, v = (conv(pre + name, normed).flatten(2) for name in ("q", "k", "v"))
+        weights = torch.softmax(q.transpose(1, 2) @ k / c**0.5, dim=-1)  # (bt, hw, hw)
+        out = (v @ weights.transpose(1, 2)).reshape(bt, c, hh, ww)
+        return h + conv(pre + "proj_out", out)
+
+    h = conv("conv_in", z)
+    h = block("mid.block_2.", attention("mid.attn_1.", block("mid.block_1.", h)))
+    levels = sorted({int(key.split(".")[1]) for key in s if key.startswith("up.")})
+    for level in reversed(levels):
+        j = 0
+        while f"up.{level}.block.{j}.conv1.weight" in s:
+            h = block(f"up.{level}.block.{j}.", h)
+            j += 1
+        if level != 0:
+            h = conv(
+                f"up.{level}.upsample.conv", F.interpolate(h, scale_factor=2.0, mode="nearest")
+            )
+    h = F.conv2d(
+        F.silu(gn("norm_out", h, 1e-6)), s["conv_out.weight"], s["conv_out.bias"], padding=1
+    )
+    bt, c, hh, ww = h.shape
+    video = conv(
+        "conv_out.time_mix_conv", h.reshape(bt // frames, frames, c, hh, ww).transpose(1, 2)
+    )
+    return video.transpose(1, 2).reshape(bt, c, hh, ww)
+
+
+def test_converted_temporal_decoder_matches_an_sgm_forward(checkpoints):
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    state, _, _, folder = checkpoints["svd"]
+    vae = AutoencoderKLTemporalDecoder.from_pretrained(folder / "vae").eval()
+    frames = 3
+    z = torch.randn(frames, 4, 4, 6, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        reference = _sgm_video_decoder(state, "first_stage_model.decoder.", z, frames)
+        converted = vae.decode(z, num_frames=frames).sample
+    assert reference.abs().mean() > 1e-2
+    torch.testing.assert_close(converted, reference, rtol=1e-4, atol=1e-5)
