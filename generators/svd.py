@@ -235,6 +235,7 @@ def resolve_settings(args: argparse.Namespace) -> argparse.Namespace:
                 f"--model is required for --version {args.version}; {weights_hint(args.version)}"
             )
         args.model = preset.hub_id
+    _refuse_checkpoint_file(args)  # before any output folder is made
     if args.output_folder is None:
         args.output_folder = f"outputs/simple_video_sample/{args.version}"
     return args
@@ -249,6 +250,22 @@ def _torch_dtype(name: str, device):
 
 
 # ----------------------------------------------------------------------------- model
+
+
+def _refuse_checkpoint_file(args: argparse.Namespace) -> None:
+    """A single-file checkpoint as ``--model``: say the exact command that converts it."""
+    local = Path(args.model).expanduser()
+    if not (local.is_file() or local.suffix in CHECKPOINT_SUFFIXES):
+        return
+    if not local.is_file():
+        raise FileNotFoundError(
+            f"{args.model}: no such checkpoint file; {weights_hint(args.version)}"
+        )
+    raise ValueError(
+        f"{args.model} is a single-file sgm checkpoint; convert it once with `"
+        f"{conversion_command(args.model, args.version)}`, then pass --model "
+        f"{local.with_name(local.stem + '_diffusers')}"
+    )
 
 
 def _check_decoder(args: argparse.Namespace, vae_class: str | None) -> None:
@@ -276,14 +293,7 @@ def load_pipeline(args: argparse.Namespace, device):
     preset = PRESETS[args.version]
     hint = weights_hint(args.version)
     local = Path(args.model).expanduser()
-    if local.is_file() or local.suffix in CHECKPOINT_SUFFIXES:
-        if not local.is_file():
-            raise FileNotFoundError(f"{args.model}: no such checkpoint file; {hint}")
-        raise ValueError(
-            f"{args.model} is a single-file sgm checkpoint; convert it once with `"
-            f"{conversion_command(args.model, args.version)}`, then pass --model "
-            f"{local.with_name(local.stem + '_diffusers')}"
-        )
+    _refuse_checkpoint_file(args)
     if local.exists():
         index = local / "model_index.json"
         if not index.is_file():

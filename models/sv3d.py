@@ -447,7 +447,13 @@ class SV3DPipeline(StableVideoDiffusionPipeline):
 
     @property
     def resolution(self) -> int:
-        """The square size (px) the model works at: U-Net sample size x VAE factor (576)."""
+        """The square size (px) the model works at: U-Net sample size x VAE factor (576).
+
+        A U-Net config without ``sample_size`` (diffusers' default is None) means the
+        released 576.
+        """
+        if self.unet.config.sample_size is None:
+            return SV3D_RESOLUTION
         return self.unet.config.sample_size * self.vae_scale_factor
 
     @property

@@ -386,6 +386,7 @@ def test_sample_given_a_checkpoint_prints_the_conversion_command(checkpoints, tm
     path.write_bytes(released.read_bytes())
     with pytest.raises(ValueError, match="convert_sgm_checkpoint.py") as error:
         _svd_run(path, _object_png(tmp_path / "o.png"), tmp_path / "o", "--version", "sv3d_p")
+    assert not (tmp_path / "o").exists()  # refused before any output folder was made
     command = str(error.value).split("`")[1]
     argv = shlex.split(command)
     assert argv[0] == "python" and argv[1].endswith("scripts/convert_sgm_checkpoint.py")

@@ -510,3 +510,10 @@ def test_rembg_offline_says_what_to_do(models, tmp_path, monkeypatch, capsys):
     assert code == 1
     log = capsys.readouterr().out
     assert "could not download it (HTTPSConnectionPool" in log and "U2NET_HOME" in log
+
+
+def test_sv3d_resolution_without_a_sample_size(models):
+    pipeline = SV3DPipeline.from_pretrained(models / "sv3d_u")
+    assert pipeline.resolution == 64  # sample_size 8 x the VAE's 8
+    pipeline.unet.register_to_config(sample_size=None)  # diffusers' default: unset
+    assert pipeline.resolution == 576  # the released SV3D size, not a crash
