@@ -416,8 +416,11 @@ def unet_config(
                 f"--original_config says {name} {network[name]}, the checkpoint's weights "
                 f"have {value}: is it the config of this checkpoint?"
             )
-    if image_size % vae_scale:
-        raise ConversionError(f"--image_size {image_size} is not a multiple of {vae_scale}")
+    if image_size < vae_scale or image_size % vae_scale:
+        raise ConversionError(
+            f"--image_size {image_size} must be a positive multiple of {vae_scale} (the VAE's "
+            "downsampling)"
+        )
     return {
         "sample_size": image_size // vae_scale,
         "in_channels": int(conv_in.shape[1]),
@@ -966,8 +969,6 @@ def convert_sgm_checkpoint(
     _save_tensors(unet_tensors, unet_dir / "diffusion_pytorch_model.safetensors")
     _save_tensors(vae_tensors, vae_dir / "diffusion_pytorch_model.safetensors")
     vision_config.architectures = ["CLIPVisionModelWithProjection"]
-    if dtype is not None:
-        vision_config.torch_dtype = str(dtype).removeprefix("torch.")
     vision_config.save_pretrained(output_dir / "image_encoder")
     _save_tensors(clip_tensors, output_dir / "image_encoder" / "model.safetensors")
     side = clip_conf["image_size"]

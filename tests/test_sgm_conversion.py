@@ -444,6 +444,8 @@ def test_bad_checkpoints_and_configs(tmp_path):
         _convert(state, tmp_path, **{**kwargs, "original_config": wrong})
     with pytest.raises(ValueError, match=r"vector conditioning is \['fps_id'"):
         _convert(state, tmp_path, **{**kwargs, "original_config": yaml.safe_load(sgm_yaml("svd"))})
+    with pytest.raises(ValueError, match="--image_size 60 must be a positive multiple of 8"):
+        _convert(state, tmp_path, **{**kwargs, "image_size": 60})
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         conv.convert_sgm_checkpoint(tmp_path / "nope.safetensors", tmp_path / "out")
     (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
