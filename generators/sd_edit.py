@@ -57,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keyframes in all, the reconstruction of the photo included")  # fmt: skip
     parser.add_argument("--frames_between", type=int, default=7,
                         help="interpolated frames between consecutive keyframes")  # fmt: skip
-    parser.add_argument("--flow_method", default="dis", help="optical flow for interpolation")
+    parser.add_argument("--flow_method", default="dis",
+                        help="optical flow for interpolation: dis, farneback, pyflow or raft "
+                        "(data.flow.FLOW_METHODS)")  # fmt: skip
     parser.add_argument("--boomerang", action="store_true",
                         help="play forward then backward, for a seamless loop")  # fmt: skip
     parser.add_argument("--num_inference_steps", type=int, default=50)
@@ -148,6 +150,27 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--caption must not be empty (leave it out to caption with BLIP)")
     if args.model is None:
         raise ValueError(f"--model is required for --method sd-edit; {MODEL_HINT}")
+    _check_flow_method(args)
+
+
+def _check_flow_method(args: argparse.Namespace) -> None:
+    """Fail before any keyframe is computed when ``--flow_method`` cannot run.
+
+    The flow runs only after every keyframe of a photo (minutes on a GPU); an unknown name,
+    or an estimator whose package or weights are missing, is caught here instead.
+    """
+    from data.flow import FLOW_METHODS, get_flow_estimator
+
+    if args.flow_method not in FLOW_METHODS:
+        raise ValueError(
+            f"--flow_method {args.flow_method!r} is not one of {', '.join(FLOW_METHODS)}"
+        )
+    if args.frames_between == 0:
+        return  # no in-betweens: the flow is never estimated
+    try:
+        get_flow_estimator(args.flow_method)
+    except (ImportError, OSError) as error:
+        raise ValueError(f"--flow_method {args.flow_method} cannot run here: {error}") from None
 
 
 # ----------------------------------------------------------------------------- loading

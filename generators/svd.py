@@ -4,6 +4,10 @@
     python sample.py --method svd --version sv3d_p --model DIR --image object.png \
         --elevations_deg 20
 
+``--model`` is a diffusers folder; Stability AI's single-file checkpoints (``sv3d_p.safetensors``,
+``svd_xt_image_decoder.safetensors``, ...) are converted once with
+``scripts/convert_sgm_checkpoint.py`` (given such a file, this tool prints the command).
+
 The flags, their defaults and the input handling follow Stability AI's reference tool
 (``simple_video_sample.py``); the models run through diffusers (``StableVideoDiffusionPipeline``
 for SVD/SVD-XT, ``models.sv3d.SV3DPipeline`` for SV3D). Per photo the steps are:
@@ -12,7 +16,8 @@ for SVD/SVD-XT, ``models.sv3d.SV3DPipeline`` for SV3D). Per photo the steps are:
    1024x576); SV3D: the object cut out (alpha, or ``rembg``), centred on white, 576x576;
 2. sample ``num_frames`` frames with the version's guidance schedule (SVD: linear per frame;
    SV3D: triangle), ``fps_id``, ``motion_bucket_id``, ``cond_aug``, ``decoding_t``;
-3. watermark the frames (``models.watermark``; skipped with a note below 256x256) and write
+3. watermark the frames (``models.watermark``; skipped with a note below 256x256 px of
+   area) and write
    ``<output_folder>/<photo>/<photo>.mp4`` (+ ``input.png``, the image the model saw, and
    ``frames/`` with ``--save_frames``).
 
@@ -54,38 +59,73 @@ PRESETS = {
                   "stabilityai/stable-video-diffusion-img2vid", (1024, 576)),
     "svd_xt": Preset(25, 30, 1.5, 3.0, "StableVideoDiffusionPipeline",
                      "stabilityai/stable-video-diffusion-img2vid-xt", (1024, 576)),
+    # The reference's image-decoder variants: the same U-Nets, decoded frame by frame.
+    "svd_image_decoder": Preset(14, 25, 1.0, 2.5, "StableVideoDiffusionPipeline", None,
+                                (1024, 576)),
+    "svd_xt_image_decoder": Preset(25, 30, 1.5, 3.0, "StableVideoDiffusionPipeline", None,
+                                   (1024, 576)),
     "sv3d_u": Preset(21, 50, 1.0, 2.5, "SV3DPipeline", None, (576, 576)),
     "sv3d_p": Preset(21, 50, 1.0, 2.5, "SV3DPipeline", None, (576, 576)),
 }  # fmt: skip
 SIZE_MULTIPLE = 64  # px; the reference floors SVD inputs to multiples of this
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+# The single files Stability AI publishes (huggingface.co/<repo>, after accepting the licence).
+SGM_FILES = {
+    "svd": ("stabilityai/stable-video-diffusion-img2vid", "svd.safetensors"),
+    "svd_image_decoder": ("stabilityai/stable-video-diffusion-img2vid",
+                          "svd_image_decoder.safetensors"),
+    "svd_xt": ("stabilityai/stable-video-diffusion-img2vid-xt", "svd_xt.safetensors"),
+    "svd_xt_image_decoder": ("stabilityai/stable-video-diffusion-img2vid-xt",
+                             "svd_xt_image_decoder.safetensors"),
+    "sv3d_u": ("stabilityai/sv3d", "sv3d_u.safetensors"),
+    "sv3d_p": ("stabilityai/sv3d", "sv3d_p.safetensors"),
+}  # fmt: skip
+
+
+def conversion_command(checkpoint: str | Path, version: str) -> str:
+    """The exact command that converts an sgm checkpoint for ``--version``."""
+    checkpoint = Path(checkpoint)
+    output = checkpoint.with_name(checkpoint.stem + "_diffusers")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "convert_sgm_checkpoint.py"
+    try:  # as short as it can be from where the user runs sample.py
+        script = script.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"python {script} --checkpoint {checkpoint} --version {version} --output_dir {output}"
 
 
 def weights_hint(version: str) -> str:
     """How to get weights for ``version``: part of every model-loading error."""
     preset = PRESETS[version]
+    repo, filename = SGM_FILES[version]
+    convert = (
+        f"accept the licence at huggingface.co/{repo}, `huggingface-cli download {repo} "
+        f"{filename} --local-dir DIR`, then `{conversion_command(f'DIR/{filename}', version)}` "
+        f"and pass --model DIR/{Path(filename).stem}_diffusers"
+    )
     if preset.hub_id:
         return (
             f"--version {version} needs a diffusers-format {preset.pipeline} folder: accept the "
             f"licence at huggingface.co/{preset.hub_id}, then `huggingface-cli download "
             f"{preset.hub_id} --local-dir DIR` and pass --model DIR (or --model {preset.hub_id} "
-            "with network access); see docs/SVD.md"
+            f"with network access), or convert the single file {filename}; see docs/SVD.md"
         )
     return (
-        f"--version {version} needs a diffusers-format SV3DPipeline folder "
-        "(models.sv3d.SV3DPipeline.save_pretrained); Stability AI releases SV3D only as "
-        "single checkpoints (stabilityai/sv3d), which this project cannot convert yet; "
-        "see docs/SVD.md"
+        f"--version {version} needs a diffusers-format {preset.pipeline} folder; Stability AI "
+        f"releases it as a single file: {convert}; see docs/SVD.md"
     )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", default=str(EXAMPLES_DIR),
-                        help="a photo, a folder of photos or a glob pattern")  # fmt: skip
+    parser.add_argument("--image", "--input_path", dest="image", default=str(EXAMPLES_DIR),
+                        help="a photo, a folder of photos or a glob pattern (--input_path: the "
+                        "reference tool's name)")  # fmt: skip
     parser.add_argument("--version", choices=list(PRESETS), default="svd")
     parser.add_argument("--model", default=None,
                         help="diffusers pipeline folder or hub id (default: the official hub id "
-                        "for svd/svd_xt; required for sv3d)")  # fmt: skip
+                        "for svd/svd_xt; required otherwise); an sgm .safetensors file gets the "
+                        "command that converts it")  # fmt: skip
     parser.add_argument("--num_frames", type=int, default=None,
                         help="frames to generate (default 14 / 25 / 21 / 21); fixed at 21 for SV3D")  # fmt: skip
     parser.add_argument("--num_steps", type=int, default=None,
@@ -127,6 +167,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "shifted so the last frame is the input view")  # fmt: skip
     parser.add_argument("--image_frame_ratio", type=float, default=None,
                         help="SV3D: fraction of the frame the object fills (default: as in the photo)")  # fmt: skip
+    parser.add_argument("--bg_model", default=None,
+                        help="SV3D: a local ONNX salient-object model (e.g. rembg's u2net.onnx or "
+                        "isnet-general-use.onnx) to cut the object out of an opaque photo, run "
+                        "with onnxruntime (default: rembg, which downloads its model once)")  # fmt: skip
     parser.add_argument("--no_watermark", action="store_true",
                         help="do not embed the invisible watermark")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="show progress bars and settings")
@@ -180,12 +224,18 @@ def resolve_settings(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(
             "--elevations_deg / --azimuths_deg choose the orbit of --version sv3d_p only"
         )
+    if args.bg_model is not None:
+        if not sv3d:
+            raise ValueError("--bg_model cuts out SV3D's object: it needs --version sv3d_u/sv3d_p")
+        if not Path(args.bg_model).expanduser().is_file():
+            raise FileNotFoundError(f"--bg_model {args.bg_model}: no such ONNX model file")
     if args.model is None:
         if preset.hub_id is None:
             raise ValueError(
                 f"--model is required for --version {args.version}; {weights_hint(args.version)}"
             )
         args.model = preset.hub_id
+    _refuse_checkpoint_file(args)  # before any output folder is made
     if args.output_folder is None:
         args.output_folder = f"outputs/simple_video_sample/{args.version}"
     return args
@@ -202,6 +252,37 @@ def _torch_dtype(name: str, device):
 # ----------------------------------------------------------------------------- model
 
 
+def _refuse_checkpoint_file(args: argparse.Namespace) -> None:
+    """A single-file checkpoint as ``--model``: say the exact command that converts it."""
+    local = Path(args.model).expanduser()
+    if not (local.is_file() or local.suffix in CHECKPOINT_SUFFIXES):
+        return
+    if not local.is_file():
+        raise FileNotFoundError(
+            f"{args.model}: no such checkpoint file; {weights_hint(args.version)}"
+        )
+    raise ValueError(
+        f"{args.model} is a single-file sgm checkpoint; convert it once with `"
+        f"{conversion_command(args.model, args.version)}`, then pass --model "
+        f"{local.with_name(local.stem + '_diffusers')}"
+    )
+
+
+def _check_decoder(args: argparse.Namespace, vae_class: str | None) -> None:
+    """SVD: the image-decoder versions decode with an image VAE, the others with the temporal one."""
+    image_decoder = args.version.endswith("_image_decoder")
+    if image_decoder and vae_class != "AutoencoderKL":
+        raise ValueError(
+            f"{args.model}: its VAE is a {vae_class}, not the image decoder (AutoencoderKL) of "
+            f"--version {args.version}; use --version {args.version.removesuffix('_image_decoder')}"
+        )
+    if not image_decoder and vae_class == "AutoencoderKL":
+        raise ValueError(
+            f"{args.model}: its VAE is an image decoder (AutoencoderKL): use --version "
+            f"{args.version}_image_decoder"
+        )
+
+
 def load_pipeline(args: argparse.Namespace, device):
     """The diffusers pipeline of ``args.model``, checked against ``args.version``.
 
@@ -212,15 +293,19 @@ def load_pipeline(args: argparse.Namespace, device):
     preset = PRESETS[args.version]
     hint = weights_hint(args.version)
     local = Path(args.model).expanduser()
+    _refuse_checkpoint_file(args)
     if local.exists():
         index = local / "model_index.json"
         if not index.is_file():
             raise FileNotFoundError(
                 f"{args.model}: no model_index.json, not a diffusers pipeline; {hint}"
             )
-        found = json.loads(index.read_text()).get("_class_name")
+        content = json.loads(index.read_text())
+        found = content.get("_class_name")
         if found != preset.pipeline:
             raise ValueError(f"{args.model}: holds a {found}, not a {preset.pipeline}; {hint}")
+        if not args.version.startswith("sv3d"):
+            _check_decoder(args, (content.get("vae") or [None, None])[1])
     elif args.model.startswith((".", "/", "~")) or args.model.count("/") != 1:
         raise FileNotFoundError(f"{args.model}: no such model folder; {hint}")
 
@@ -228,6 +313,13 @@ def load_pipeline(args: argparse.Namespace, device):
         from models.sv3d import SV3DPipeline as pipeline_class
     else:
         from diffusers import StableVideoDiffusionPipeline as pipeline_class
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    if args.version.endswith("_image_decoder"):
+        # The pipeline's type hint names the temporal decoder; an image VAE is what these
+        # versions hold, and diffusers would warn about it on every load.
+        diffusers_logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():  # diffusers >= 0.40 renames torch_dtype, older lack dtype
             warnings.simplefilter("ignore", FutureWarning)
@@ -240,6 +332,8 @@ def load_pipeline(args: argparse.Namespace, device):
         raise FileNotFoundError(
             f"{args.model}: cannot load the pipeline ({error}); {hint}"
         ) from None
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
     if preset.pipeline == "SV3DPipeline" and pipeline.takes_camera != (args.version == "sv3d_p"):
         kind = "SV3D_p (camera-conditioned)" if pipeline.takes_camera else "SV3D_u"
         raise ValueError(f"{args.model}: is an {kind} model, not --version {args.version}")
@@ -301,13 +395,17 @@ def prepare_input(args: argparse.Namespace, photo: Path, pipeline, remove_backgr
     return image, notes
 
 
-def background_remover():
-    """``rembg.remove`` with alpha matting (optional dependency); None when not installed."""
-    try:
-        from rembg import remove
-    except ImportError:
-        return None
-    return lambda image: remove(image, alpha_matting=True)
+def background_remover(bg_model: str | None = None):
+    """The object cutter of SV3D: ``--bg_model`` (ONNX), else ``rembg`` (None: not installed).
+
+    rembg downloads its model on first use; without a network that fails deep inside
+    rembg, so its errors are re-raised with what to do (``models.sv3d``).
+    """
+    from models.sv3d import OnnxSalientObject, rembg_remover
+
+    if bg_model is not None:
+        return OnnxSalientObject(bg_model)
+    return rembg_remover()
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -370,7 +468,7 @@ def write_outputs(
         frames = embed_watermark(frames)
     else:
         notes.append(
-            f"no watermark: {frames.shape[2]}x{frames.shape[1]} px is below the "
+            f"no watermark: {frames.shape[2]}x{frames.shape[1]} px is less area than the "
             f"{MIN_WATERMARK_SIDE}x{MIN_WATERMARK_SIDE} the watermark library needs"
         )
     folder.mkdir(parents=True, exist_ok=True)
@@ -383,6 +481,22 @@ def write_outputs(
         for index, frame in enumerate(frames):
             Image.fromarray(frame).save(folder / "frames" / f"{index:04d}.png")
     return notes
+
+
+def settings_line(args: argparse.Namespace, device, seconds: float) -> str:
+    """The ``--verbose`` summary: only the settings this version uses."""
+    if args.version.startswith("sv3d"):  # SV3D has no frame-rate or motion conditioning
+        conditioning = (
+            "" if args.orbit is None else ", camera orbit from --elevations_deg/--azimuths_deg"
+        )
+    else:
+        conditioning = f", fps_id {args.fps_id}, motion_bucket_id {args.motion_bucket_id}"
+    return (
+        f"{args.version} on {device}: {args.num_frames} frames, {args.num_steps} steps, "
+        f"guidance {args.min_guidance_scale}-{args.max_guidance_scale}{conditioning}, "
+        f"cond_aug {args.cond_aug}, decoding_t {args.decoding_t}, seed {args.seed}, "
+        f"loaded in {seconds:.1f} s"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -413,12 +527,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     device = pick_device(args.device)
     pipeline = load_pipeline(args, device)
-    remover = background_remover() if args.version.startswith("sv3d") else None
+    remover = background_remover(args.bg_model) if args.version.startswith("sv3d") else None
     if args.verbose:
-        print(f"{args.version} on {device}: {args.num_frames} frames, {args.num_steps} steps, "
-              f"guidance {args.min_guidance_scale}-{args.max_guidance_scale}, fps_id {args.fps_id}, "
-              f"motion_bucket_id {args.motion_bucket_id}, cond_aug {args.cond_aug}, seed {args.seed}, "
-              f"loaded in {time.perf_counter() - start:.1f} s")  # fmt: skip
+        print(settings_line(args, device, time.perf_counter() - start))
 
     timings = {"load": time.perf_counter() - start, "generate": 0.0, "write": 0.0}
 

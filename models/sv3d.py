@@ -23,11 +23,16 @@ This module builds SV3D on diffusers' pieces:
   and shifted so that the last frame sits at azimuth 0, the input view).
 * ``preprocess_object``: the reference tool's object preprocessing (alpha or background
   removal, crop to the object, pad to a square, resize, composite on white).
+* ``OnnxSalientObject`` / ``rembg_remover``: the background removers, offline (a local ONNX
+  salient-object model run with onnxruntime) or through ``rembg`` (which downloads its model
+  on first use; its failures offline are explained).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -55,6 +60,8 @@ from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 # knows (ModelMixin, ...) in the module named in model_index.json: this one, for the U-Net.
 __all__ = [
     "ModelMixin",
+    "OnnxSalientObject",
+    "rembg_remover",
     "SV3DPipeline",
     "SV3DUNetSpatioTemporalConditionModel",
     "preprocess_object",
@@ -165,7 +172,8 @@ def preprocess_object(
         if remove_background is None:
             raise ValueError(
                 "the photo has no transparent background and no background remover is set: "
-                "pip install rembg, or give an RGBA PNG whose background is transparent"
+                "pip install rembg, pass --bg_model PATH (a local ONNX salient-object model), "
+                "or give an RGBA PNG whose background is transparent"
             )
         small = image.convert("RGB").copy()
         small.thumbnail(
@@ -192,6 +200,115 @@ def preprocess_object(
     alpha = resized[..., 3:]
     rgb = resized[..., :3] * alpha + (1.0 - alpha)  # on white
     return PIL.Image.fromarray(np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8))
+
+
+# ----------------------------------------------------------------------------- background removal
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ISNET_SIZE = 1024  # px; IS-Net models take 1024x1024 inputs normalised with mean 0.5, std 1
+
+
+class OnnxSalientObject:
+    """Cut the object out with a local ONNX salient-object model (U2-Net, IS-Net, ...).
+
+    The model takes ``(1, 3, S, S)`` float RGB and returns ``(1, 1, S, S)`` (first output)
+    saliency; ``S`` is read from the model (320 when it is dynamic). The input is scaled by
+    its maximum and normalised with ImageNet statistics (U2-Net family) or with mean 0.5,
+    std 1 when ``S`` is 1024 (IS-Net), as rembg feeds these models. The saliency, min-max
+    normalised and resized to the photo, becomes the alpha channel.
+    """
+
+    def __init__(self, path: str | Path):
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--bg_model {path}: no such ONNX model file")
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise ImportError(
+                f"--bg_model needs onnxruntime ({error}): pip install onnxruntime"
+            ) from error
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own error types
+            raise ValueError(f"--bg_model {path}: not a loadable ONNX model ({error})") from None
+        model_input = self.session.get_inputs()[0]
+        shape = list(model_input.shape)
+        if len(shape) != 4 or shape[1] not in (3, None) and not isinstance(shape[1], str):
+            raise ValueError(
+                f"--bg_model {path}: input {model_input.name} has shape {shape}, expected "
+                "(1, 3, S, S) RGB"
+            )
+        self.input_name = model_input.name
+        self.size = tuple(side if isinstance(side, int) else 320 for side in shape[2:])
+        isnet = self.size == (ISNET_SIZE, ISNET_SIZE)
+        self.mean = np.asarray((0.5, 0.5, 0.5) if isnet else IMAGENET_MEAN, np.float32)
+        self.std = np.asarray((1.0, 1.0, 1.0) if isnet else IMAGENET_STD, np.float32)
+
+    def mask(self, image: PIL.Image.Image) -> np.ndarray:
+        """Saliency of ``image`` in [0, 1], ``(H, W)`` float32 at the photo's size."""
+        height, width = self.size
+        rgb = np.asarray(image.convert("RGB").resize((width, height), PIL.Image.LANCZOS))
+        array = rgb.astype(np.float32) / max(float(rgb.max()), 1e-6)
+        array = (array - self.mean) / self.std
+        batch = array.transpose(2, 0, 1)[None].astype(np.float32)  # (1, 3, S, S)
+        prediction = np.asarray(self.session.run(None, {self.input_name: batch})[0])
+        prediction = prediction.reshape(-1, *prediction.shape[-2:])[0].astype(np.float32)
+        low, high = float(prediction.min()), float(prediction.max())
+        prediction = (prediction - low) / max(high - low, 1e-6)
+        resized = PIL.Image.fromarray(prediction).resize(image.size, PIL.Image.BILINEAR)  # mode F
+        return np.clip(np.asarray(resized), 0.0, 1.0)
+
+    def __call__(self, image: PIL.Image.Image) -> PIL.Image.Image:
+        """RGB(A) -> RGBA whose alpha is the object mask."""
+        rgba = image.convert("RGBA")
+        alpha = np.rint(self.mask(image) * 255.0).astype(np.uint8)
+        rgba.putalpha(PIL.Image.fromarray(alpha))
+        return rgba
+
+
+def rembg_model_path(model_name: str = "u2net") -> Path:
+    """Where rembg looks for (and downloads) its model: ``$U2NET_HOME`` or ``~/.u2net``."""
+    home = os.environ.get("U2NET_HOME") or os.path.join(
+        os.environ.get("XDG_DATA_HOME", "~"), ".u2net"
+    )
+    return Path(home).expanduser() / f"{model_name}.onnx"
+
+
+def rembg_remover() -> Callable[[PIL.Image.Image], PIL.Image.Image] | None:
+    """``rembg.remove`` with alpha matting, or None when rembg is not installed.
+
+    rembg downloads ``u2net.onnx`` (about 176 MB) at first use; offline that fails with a
+    raw connection error, which is re-raised here as an OSError that says what to do.
+    """
+    try:
+        import rembg
+    except ImportError:
+        return None
+    model = rembg_model_path()
+    sessions: list = []
+
+    def remove(image: PIL.Image.Image) -> PIL.Image.Image:
+        try:
+            if not sessions:
+                sessions.append(rembg.new_session("u2net"))
+            return rembg.remove(image, session=sessions[0], alpha_matting=True)
+        except Exception as error:  # a download or model failure inside rembg
+            if model.is_file():
+                raise
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise OSError(
+                f"background removal failed: rembg has no model at {model} and could not "
+                f"download it ({first}); download it once with network access (python -c "
+                "\"import rembg; rembg.new_session('u2net')\") or copy u2net.onnx there "
+                "(U2NET_HOME sets the folder), or pass --bg_model PATH to a local ONNX "
+                "salient-object model, or give an RGBA PNG with a transparent background"
+            ) from None
+
+    return remove
 
 
 # ----------------------------------------------------------------------------- U-Net
@@ -330,7 +447,13 @@ class SV3DPipeline(StableVideoDiffusionPipeline):
 
     @property
     def resolution(self) -> int:
-        """The square size (px) the model works at: U-Net sample size x VAE factor (576)."""
+        """The square size (px) the model works at: U-Net sample size x VAE factor (576).
+
+        A U-Net config without ``sample_size`` (diffusers' default is None) means the
+        released 576.
+        """
+        if self.unet.config.sample_size is None:
+            return SV3D_RESOLUTION
         return self.unet.config.sample_size * self.vae_scale_factor
 
     @property

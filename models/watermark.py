@@ -7,8 +7,9 @@ their public decoder recognises our SVD / SV3D outputs as generated.
 * ``embed_watermark(frames)``: ``(N, H, W, 3)`` uint8 RGB -> the same, marked.
 * ``decode_watermark(frame)``: the 48 bits read back from one ``(H, W, 3)`` uint8 RGB frame.
 
-The library's transform needs frames of at least 256x256 px; smaller frames are returned
-unchanged and ``embed_watermark`` says so (``can_watermark`` tells in advance).
+The library refuses frames of fewer pixels than 256x256 (an area: 512x128 frames embed and
+decode all 48 bits); smaller frames are returned unchanged (``can_watermark`` tells in
+advance), as the reference tool leaves them.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import numpy as np
 WATERMARK_MESSAGE = 0b101100111110110010010000011110111011000110011110
 WATERMARK_BITS = [int(bit) for bit in bin(WATERMARK_MESSAGE)[2:]]  # 48 ints, 0 or 1
 WATERMARK_METHOD = "dwtDct"
-MIN_WATERMARK_SIDE = 256  # px; below this the library's DWT-DCT blocks do not fit
+MIN_WATERMARK_SIDE = 256  # px; the library needs H * W >= MIN_WATERMARK_SIDE ** 2
+MIN_WATERMARK_AREA = MIN_WATERMARK_SIDE**2  # px, the check imwatermark's encoder makes
 INSTALL_HINT = "pip install invisible-watermark (or pass --no_watermark)"
 
 
 def can_watermark(height: int, width: int) -> bool:
-    """Whether frames of this size (px) can carry the watermark."""
-    return min(height, width) >= MIN_WATERMARK_SIDE
+    """Whether frames of this size (px) can carry the watermark: ``height * width >= 256**2``."""
+    return height * width >= MIN_WATERMARK_AREA
 
 
 def _imwatermark():
@@ -44,7 +46,7 @@ def embed_watermark(frames: np.ndarray) -> np.ndarray:
     Args:
         frames: ``(N, H, W, 3)`` uint8 RGB.
     Returns:
-        ``(N, H, W, 3)`` uint8 RGB, marked; unchanged (a copy) when ``H`` or ``W`` < 256.
+        ``(N, H, W, 3)`` uint8 RGB, marked; unchanged (a copy) when ``H * W < 256 * 256``.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -65,7 +67,9 @@ def decode_watermark(frame: np.ndarray) -> list[int]:
     """The 48 bits embedded in one ``(H, W, 3)`` uint8 RGB frame (garbage if unmarked)."""
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[-1] != 3 or not can_watermark(*frame.shape[:2]):
-        raise ValueError(f"need an (H, W, 3) frame of at least 256x256 px, got {frame.shape}")
+        raise ValueError(
+            f"need an (H, W, 3) frame of at least 256x256 px in area, got {frame.shape}"
+        )
     decoder = _imwatermark().WatermarkDecoder("bits", len(WATERMARK_BITS))
     bits = decoder.decode(np.ascontiguousarray(frame[:, :, ::-1]), WATERMARK_METHOD)
     return [int(bit) for bit in bits]

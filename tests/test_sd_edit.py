@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 import sample
+from generators import sd_edit
 from generators.sd_edit import read_prompts_file, target_prompts
 from models.pipeline_sd_edit import (
     CrossAttentionCaptureProcessor,
@@ -314,7 +315,7 @@ def test_cli_prompts_file_gives_the_requested_gif(models, tmp_path):
         _cli(models, out, *args)
 
 
-def test_bad_input_names_the_fix(models, tmp_path):
+def test_bad_input_names_the_fix(models, tmp_path, monkeypatch):
     out = tmp_path / "out"
     base = ["--caption", "a river", "--prompt", "a lake"]
     with pytest.raises(FileNotFoundError, match="no such folder.*stable-diffusion"):
@@ -338,5 +339,20 @@ def test_bad_input_names_the_fix(models, tmp_path):
         _cli(models, out, "--prompt", "a lake")
     with pytest.raises(ValueError, match="--caption must not be empty"):
         _cli(models, out, "--caption", "", "--prompt", "a lake")
+    # A flow method that does not exist fails before any model is loaded or keyframe made.
+    calls = []
+    monkeypatch.setattr(sd_edit, "load_pipeline", lambda *a: calls.append(a))
+    with pytest.raises(ValueError, match="--flow_method 'bogus' is not one of dis, farneback"):
+        _cli(models, out, *base, "--flow_method", "bogus")
+    assert calls == []
+
+    def missing(name):  # e.g. pyflow not installed, RAFT weights absent
+        raise ImportError(f"{name} needs a package that is not installed")
+
+    monkeypatch.setattr("data.flow.get_flow_estimator", missing)
+    with pytest.raises(ValueError, match="--flow_method pyflow cannot run here: pyflow needs"):
+        _cli(models, out, *base, "--flow_method", "pyflow")
+    assert calls == []
+    monkeypatch.undo()
     # A size the U-Net cannot take fails that photo (exit code 1), with the fix printed.
     assert _cli(models, out, *base, "--width", "30") == 1

@@ -195,7 +195,7 @@ def test_sv3d_p_uses_the_background_remover_and_the_orbit(models, tmp_path, monk
         rgba[..., 3] = np.where(rgba[..., :3].min(axis=-1) > 240, 0, 255)
         return Image.fromarray(rgba)
 
-    monkeypatch.setattr(svd, "background_remover", lambda: fake_rembg)
+    monkeypatch.setattr(svd, "background_remover", lambda bg_model=None: fake_rembg)
     photo = np.full((80, 120, 3), 255, np.uint8)
     photo[20:60, 30:70] = (30, 90, 200)
     Image.fromarray(photo).save(tmp_path / "object.jpg")
@@ -216,7 +216,7 @@ def test_sv3d_p_uses_the_background_remover_and_the_orbit(models, tmp_path, monk
 def test_sv3d_opaque_photo_without_rembg_says_what_to_install(
     models, tmp_path, monkeypatch, capsys
 ):
-    monkeypatch.setattr(svd, "background_remover", lambda: None)
+    monkeypatch.setattr(svd, "background_remover", lambda bg_model=None: None)
     code = _run(
         models / "sv3d_u", _photo(tmp_path / "p.jpg"), tmp_path / "o", "--version", "sv3d_u"
     )
@@ -404,3 +404,116 @@ def test_help_lists_the_reference_flags(capsys):
     for flag in ("--version", "--fps_id", "--motion_bucket_id", "--cond_aug", "--decoding_t",
                  "--elevations_deg", "--azimuths_deg", "--image_frame_ratio", "--cpu_offload"):  # fmt: skip
         assert flag in out
+
+
+# ----------------------------------------------------------------------------- issue 18
+
+
+def test_watermark_needs_an_area_not_two_sides():
+    from models.watermark import can_watermark
+
+    photo = Image.open(Path(__file__).resolve().parents[1] / "data" / "examples" / "butterfly.jpg")
+    wide = np.asarray(photo.convert("RGB").resize((512, 128)))  # 512x128: 256x256 of area
+    assert can_watermark(128, 512) and not can_watermark(255, 256)
+    marked = embed_watermark(wide[None])
+    assert decode_watermark(marked[0]) == WATERMARK_BITS  # all 48 bits
+    assert np.abs(marked.astype(int) - wide.astype(int)).max() > 0
+    small = np.zeros((1, 255, 256, 3), np.uint8)
+    np.testing.assert_array_equal(embed_watermark(small), small)  # the library would refuse
+
+
+def test_input_path_is_the_reference_name_of_image(tmp_path):
+    parse = sample.build_parser("svd").parse_args
+    args = parse(["--method", "svd", "--input_path", str(tmp_path / "a.png")])
+    assert args.image == str(tmp_path / "a.png")
+
+
+def test_verbose_shows_only_the_settings_of_the_version(tmp_path):
+    parse = sample.build_parser("svd").parse_args
+    for version, shown in (("svd", True), ("sv3d_u", False), ("sv3d_p", False)):
+        args = svd.resolve_settings(
+            parse(["--method", "svd", "--version", version, "--model", str(tmp_path)])
+        )
+        line = svd.settings_line(args, "cpu", 1.0)
+        assert ("fps_id" in line) == shown and ("motion_bucket_id" in line) == shown, line
+        assert "cond_aug" in line and "decoding_t 14" in line
+
+
+def _saliency_onnx(path, size=32):
+    """A tiny ONNX 'salient-object model': blue things are salient (exported here)."""
+
+    class BlueIsSalient(torch.nn.Module):
+        def forward(self, x):  # (1, 3, S, S) normalised RGB -> (1, 1, S, S)
+            return torch.sigmoid(8.0 * (x[:, 2:3] - x[:, 0:1]) - 12.0)
+
+    torch.onnx.export(BlueIsSalient(), torch.zeros(1, 3, size, size), str(path),
+                      input_names=["input"], output_names=["mask"], dynamo=False)  # fmt: skip
+    return path
+
+
+def _blue_object_photo(path):
+    photo = np.full((80, 120, 3), 255, np.uint8)
+    photo[20:60, 30:70] = (30, 90, 200)
+    Image.fromarray(photo).save(path)
+    return path
+
+
+def test_bg_model_cuts_the_object_out_with_onnxruntime(models, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from models.sv3d import OnnxSalientObject
+
+    model = _saliency_onnx(tmp_path / "saliency.onnx")
+    cutter = OnnxSalientObject(model)
+    assert cutter.size == (32, 32)
+    photo = Image.open(_blue_object_photo(tmp_path / "object.jpg"))
+    alpha = np.asarray(cutter(photo))[..., 3]
+    assert alpha.shape == (80, 120)
+    assert alpha[25:55, 35:65].min() > 200 and alpha[:10].max() < 50  # object vs background
+
+    # Through the command line, with rembg made unavailable: the local model does the job.
+    monkeypatch.setattr("models.sv3d.rembg_remover", lambda: None)
+    out = tmp_path / "out"
+    code = _run(models / "sv3d_p", tmp_path / "object.jpg", out, "--version", "sv3d_p",
+                "--bg_model", model)  # fmt: skip
+    assert code == 0
+    conditioning = np.asarray(Image.open(out / "object" / "input.png"))
+    assert conditioning[0, 0].tolist() == [255, 255, 255]  # background replaced by white
+    assert conditioning[32, 32, 2] > conditioning[32, 32, 0] + 60  # the blue object, centred
+    with pytest.raises(FileNotFoundError, match="--bg_model"):
+        _run(models / "sv3d_p", tmp_path / "object.jpg", out, "--version", "sv3d_p",
+             "--bg_model", tmp_path / "missing.onnx")  # fmt: skip
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ValueError, match="not a loadable ONNX model"):
+        OnnxSalientObject(tmp_path / "bad.onnx")
+    with pytest.raises(ValueError, match="needs --version sv3d"):
+        _run(models / "svd", tmp_path / "object.jpg", out, "--bg_model", model)
+
+
+def test_rembg_offline_says_what_to_do(models, tmp_path, monkeypatch, capsys):
+    import sys
+    import types
+
+    from models.sv3d import rembg_model_path, rembg_remover
+
+    def new_session(name):  # what rembg does offline: its download fails
+        raise ConnectionError("HTTPSConnectionPool: Max retries exceeded (u2net.onnx)")
+
+    fake = types.SimpleNamespace(new_session=new_session, remove=None)
+    monkeypatch.setitem(sys.modules, "rembg", fake)
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u2net"))
+    assert rembg_model_path() == tmp_path / "u2net" / "u2net.onnx"
+    with pytest.raises(OSError, match=r"no model at .*u2net\.onnx.*--bg_model PATH"):
+        rembg_remover()(Image.new("RGBA", (8, 8)))
+    code = _run(models / "sv3d_u", _blue_object_photo(tmp_path / "p.jpg"), tmp_path / "o",
+                "--version", "sv3d_u")  # fmt: skip
+    assert code == 1
+    log = capsys.readouterr().out
+    assert "could not download it (HTTPSConnectionPool" in log and "U2NET_HOME" in log
+
+
+def test_sv3d_resolution_without_a_sample_size(models):
+    pipeline = SV3DPipeline.from_pretrained(models / "sv3d_u")
+    assert pipeline.resolution == 64  # sample_size 8 x the VAE's 8
+    pipeline.unet.register_to_config(sample_size=None)  # diffusers' default: unset
+    assert pipeline.resolution == 576  # the released SV3D size, not a crash
