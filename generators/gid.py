@@ -92,8 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amplitude", type=float, default=1.0, help="scales the motion")
     parser.add_argument("--speed", type=float, default=1.0, help="plays the motion faster (>1)")
     parser.add_argument("--renderer", choices=RENDERERS, default="auto",
-                        help="auto: the learned renderer if the model has one, else softsplat; "
-                        "softsplat/average/remap: splatting baselines")  # fmt: skip
+                        help="auto: the learned renderer up to 512x320 pixels (if the model has "
+                        "one), average splatting above; softsplat/average/remap: baselines")  # fmt: skip
     parser.add_argument("--model", default=str(DEFAULT_MODEL),
                         help="motion pipeline folder or hub id; the shipped weights by default")  # fmt: skip
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
@@ -205,7 +205,7 @@ def load_pipeline(model: str, renderer: str, device):
         ) from None
     pipeline.resolve_renderer(renderer)  # "synthesis" without a renderer fails here
     if renderer == "auto" and pipeline.renderer is None:
-        print(f"{model} has no learned renderer (renderer/): rendering with softsplat")
+        print(f"{model} has no learned renderer (renderer/): rendering with average splatting")
     pipeline.to(device)
     pipeline.set_progress_bar_config(desc="motion", leave=False)
     return pipeline

@@ -81,6 +81,12 @@ MAX_OUTPUT_SIDE = 1024
 # The baselines of ``splatting.render_frames`` that ``renderer=`` accepts beside "synthesis".
 SPLATTING_RENDERERS = ("softsplat", "average", "remap")
 RENDERERS = ("synthesis", *SPLATTING_RENDERERS)
+# ``renderer="auto"`` uses the learned renderer up to this many pixels per frame (4x the
+# shipped model's 256x160 training frame) and average splatting above. Both measured on
+# held-out real video (docs/SAMPLING.md): the learned renderer is 0.2 dB better at 256x160
+# and at 640x272, but it costs ~45x average splatting per pixel, so a 150-frame 1024x576
+# animation takes minutes with it on 2 CPU cores and seconds with average splatting.
+AUTO_SYNTHESIS_MAX_PIXELS = 4 * 256 * 160
 # Width of the motion mask's feathered edge, as a fraction of the output's long side: wide
 # enough that no seam shows where moving pixels meet still ones, narrow enough to keep a
 # brushed region's shape.
@@ -877,13 +883,19 @@ class MotionPipeline(DiffusionPipeline):
         seconds = np.arange(num_frames, dtype=np.float64) / fps * speed
         return displacement_at_phases(spectral, seconds * config.fps / config.num_frames)
 
-    def resolve_renderer(self, renderer: str | None) -> str | None:
-        """``"auto"`` -> ``"synthesis"`` when the pipeline has a learned renderer, else
-        ``"softsplat"``; any other name is checked."""
+    def resolve_renderer(
+        self, renderer: str | None, output_size: tuple[int, int] | None = None
+    ) -> str | None:
+        """``"auto"`` -> ``"synthesis"`` when the pipeline has a learned renderer and the
+        frames have at most ``AUTO_SYNTHESIS_MAX_PIXELS``, else ``"average"``; any other
+        name is checked."""
         if renderer is None:
             return None
         if renderer == "auto":
-            return "synthesis" if self.renderer is not None else "softsplat"
+            small = (
+                output_size is None or output_size[0] * output_size[1] <= AUTO_SYNTHESIS_MAX_PIXELS
+            )
+            return "synthesis" if self.renderer is not None and small else "average"
         if renderer not in RENDERERS:
             raise ValueError(
                 f"renderer must be one of {('auto', *RENDERERS)} or None, got {renderer!r}"
@@ -905,7 +917,8 @@ class MotionPipeline(DiffusionPipeline):
     ) -> np.ndarray:
         """Draw one photo's frames: ``(H, W, 3)`` uint8 and ``(N, H, W, 2)`` px -> ``(N, H, W, 3)``
         uint8, with the learned renderer (``"synthesis"``) or a splatting baseline."""
-        renderer = self.resolve_renderer(renderer)
+        height, width = np.shape(photo)[:2]
+        renderer = self.resolve_renderer(renderer, (width, height))
         if renderer is None:
             raise ValueError("render: renderer=None draws nothing")
         if progress is None:
@@ -969,8 +982,9 @@ class MotionPipeline(DiffusionPipeline):
                 side capped at ``MAX_OUTPUT_SIDE`` (with ``crop``: the model's training size).
                 Another aspect than the photo's cover-crops the photo.
             crop: cover-crop the photo to the model's training frame (the old behaviour).
-            renderer: ``"auto"`` (the learned renderer if the pipeline has one, else
-                ``"softsplat"``), ``"synthesis"``, ``"softsplat"``, ``"average"``, ``"remap"``,
+            renderer: ``"auto"`` (the learned renderer if the pipeline has one and the
+                frames have at most ``AUTO_SYNTHESIS_MAX_PIXELS``, else ``"average"``),
+                ``"synthesis"``, ``"softsplat"``, ``"average"``, ``"remap"``,
                 or None (motion only, no frames).
             return_displacements: also return ``(B, N, H, W, 2)`` float32 displacements
                 (``N * H * W * 8`` bytes per photo: 0.7 GB for 150 frames of 1024x576).
@@ -993,7 +1007,7 @@ class MotionPipeline(DiffusionPipeline):
         speed = _check_finite("speed", speed, 0.0, strict=True)
         amplitude = _check_finite("amplitude", amplitude, 0.0)
         fps = config.fps if fps is None else _check_finite("fps", fps, 0.0, strict=True)
-        renderer = self.resolve_renderer(renderer)
+        self.resolve_renderer(renderer)  # a bad name fails before any work
 
         # seconds per stage of this call, for the command line's summary
         timings = self.last_timings = {"sample": 0.0, "motion": 0.0, "render": 0.0}
@@ -1002,6 +1016,7 @@ class MotionPipeline(DiffusionPipeline):
         # 1. the photos at the output size, and the model's view of them
         photos, photo_sizes = self.preprocess(image, output_size, crop)
         out_h, out_w = photos[0].shape[:2]
+        renderer = self.resolve_renderer(renderer, (out_w, out_h))
         gates = None
         feather = MASK_FEATHER_FRACTION * max(out_w, out_h)
         if motion_mask is not None:

@@ -488,3 +488,19 @@ def test_older_folders_still_load(pipe, tmp_path):
 def test_non_finite_or_negative_numbers_are_refused(pipe, name, value):
     with pytest.raises(ValueError, match=name):
         run(pipe, photo(0), **{name: value})
+
+
+def test_auto_renderer_is_the_learned_one_up_to_a_size(pipe):
+    from models.frame_synthesis import FrameSynthesisModel
+    from models.pipeline_motion import AUTO_SYNTHESIS_MAX_PIXELS
+
+    assert pipe.resolve_renderer("auto", (32, 16)) == "average"  # no learned renderer
+    with_renderer = MotionPipeline(
+        codec=pipe.codec, unet=pipe.unet, scheduler=pipe.scheduler,
+        renderer=FrameSynthesisModel(block_out_channels=(4, 8), grid_columns=2),
+        motion_config=CONFIG.to_dict(), normalization=NORMALIZER.to_dict(),
+    )  # fmt: skip
+    assert with_renderer.resolve_renderer("auto", (512, 320)) == "synthesis"
+    assert AUTO_SYNTHESIS_MAX_PIXELS < 1024 * 576
+    assert with_renderer.resolve_renderer("auto", (1024, 576)) == "average"
+    assert with_renderer.resolve_renderer("softsplat", (1024, 576)) == "softsplat"

@@ -142,7 +142,7 @@ def test_model_without_renderer_falls_back_to_splatting(model_dir, photos, tmp_p
         _run(tmp_path / "motion_only", photos / "leaf.png", tmp_path / "o", "--renderer",
              "synthesis")  # fmt: skip
     assert _run(tmp_path / "motion_only", photos / "leaf.png", tmp_path / "o") == 0
-    assert "rendering with softsplat" in capsys.readouterr().out
+    assert "rendering with average splatting" in capsys.readouterr().out
 
 
 def test_shipped_weights_animate_the_bundled_examples(tmp_path, capsys):
