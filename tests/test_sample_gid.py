@@ -160,8 +160,10 @@ def test_shipped_weights_animate_the_bundled_examples(tmp_path, capsys):
             Image.open(tmp_path / name) as gif,
             Image.open(EXAMPLES_DIR / f"{name[:-4]}.jpg") as jpg,
         ):
-            assert gif.size == jpg.size and gif.n_frames == 6
-    assert "2/2 photos" in capsys.readouterr().out
+            # (GIF merges identical frames: the sub-pixel motion of 2 steps may repeat some)
+            assert gif.size == jpg.size and 1 < gif.n_frames <= 6
+    out = capsys.readouterr().out
+    assert "2/2 photos" in out and "6 frames of 535x426, from a 535x426 photo" in out
 
 
 def test_first_frame_is_the_photo(model_dir, photos, tmp_path):
