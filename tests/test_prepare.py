@@ -289,3 +289,50 @@ def test_filters_are_recorded_in_dataset_json(synthetic_videos, tmp_path):
     assert saved["filters"]["max_global_motion"] == 3.0
     assert saved["config"] == CONFIG.to_dict()
     assert os.access(tmp_path / "manifest.json", os.R_OK)
+
+
+def test_truncated_and_too_short_videos_are_named_and_the_usable_one_trains(tmp_path):
+    """A file cut short (the first 20% of a good mp4) is reported as truncated, on screen
+    and in the summary; the one usable video trains even if its hash sent it to val."""
+    from data.prepare import assign_splits, video_id
+
+    long = MotionConfig(num_frames=120, fps=20.0, num_freqs=8, width=128, height=80)
+    write_synthetic_dataset([textured_photo(1)], tmp_path / "syn", clips_per_photo=1, seed=7,
+                            config=long)  # fmt: skip
+    good = sorted((tmp_path / "syn").glob("*.mp4"))[0].read_bytes()
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "cut.mp4").write_bytes(good[: len(good) // 5])
+    # A name whose hash puts the good video in val (the case that used to leave no train).
+    for i in range(100):
+        name = f"good{i}.mp4"
+        ids = [video_id(folder / n, folder) for n in (name, "cut.mp4")]
+        if assign_splits(ids, 0.1)[ids[0]] == "val":
+            break
+    (folder / name).write_bytes(good)
+    lines: list[str] = []
+    manifest = prepare(folder, tmp_path / "out", settings(val_fraction=0.1), progress=False,
+                       log=lines.append)  # fmt: skip
+    screen = "\n".join(lines)
+    assert "skipped" in screen and "cut.mp4: truncated or damaged file" in screen, screen
+    assert "unusable videos: cut.mp4: truncated" in screen, screen
+    assert f"{name} was assigned to val but is the only video that yielded clips" in screen
+    assert manifest["counts"]["train"] >= 1 and manifest["counts"]["val"] == 0
+    by_name = {Path(v["source"]).name: v for v in manifest["videos"]}
+    assert by_name[name]["split"] == "train"
+    assert by_name["cut.mp4"]["reason"].startswith("truncated or damaged file: decoding stopped")
+    # The promotion is on disk: a second run agrees and trains on it.
+    assert prepare(folder, tmp_path / "out", settings(val_fraction=0.1), progress=False,
+                   log=lines.append)["counts"]["train"] == manifest["counts"]["train"]  # fmt: skip
+
+
+def test_no_usable_video_names_each_and_why(tmp_path):
+    from data.video import write_mp4
+
+    photo = textured_photo(0, 128, 80)
+    folder = tmp_path / "videos"
+    write_mp4(np.stack([np.roll(photo, i, axis=1) for i in range(20)]), folder / "short.mp4",
+              fps=20)  # fmt: skip
+    (folder / "junk.mp4").write_text("not a video")
+    with pytest.raises(ValueError, match=r"unusable videos: .*short.mp4: too short: 0.9\d s"):
+        prepare(folder, tmp_path / "out", settings(), progress=False, log=lambda *a: None)
