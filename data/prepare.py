@@ -555,7 +555,7 @@ def _check_settings(out: Path, settings: PrepareSettings) -> None:
             )
             raise ValueError(
                 f"{out} was prepared with other settings ({', '.join(changed)} differ); "
-                "use a new --out folder, or the same settings to resume"
+                "use a new --output_dir, or the same settings to resume"
             )
     else:
         write_json_atomic(path, wanted)

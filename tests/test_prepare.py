@@ -62,7 +62,9 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-CLI_SIZE = ["--frames", "40", "--fps", "20", "--num-freqs", "8", "--size", "128x80"]
+CLI_SIZE = ["--num_frames", "40", "--fps", "20", "--num_freqs", "8", "--size", "128x80"]
+# The spellings from before the flags were unified: still accepted (hidden aliases).
+OLD_CLI_SIZE = ["--frames", "40", "--fps", "20", "--num-freqs", "8", "--size", "128x80"]
 
 
 def spectral_files(out: Path) -> dict[str, np.ndarray]:
@@ -215,19 +217,19 @@ def resize_half(image: np.ndarray) -> np.ndarray:
 
 def test_folder_without_videos_and_unwritable_output(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = run_cli("--videos", str(tmp_path / "empty"), "--out", str(tmp_path / "out"))
+    result = run_cli("--videos", str(tmp_path / "empty"), "--output_dir", str(tmp_path / "out"))
     assert result.returncode == 2 and "no videos found" in result.stderr
-    result = run_cli("--videos", str(tmp_path / "missing"), "--out", str(tmp_path / "out"))
+    result = run_cli("--videos", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out"))
     assert result.returncode == 2 and "no such file or folder" in result.stderr
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    result = run_cli("--videos", str(tmp_path / "empty"), "--out", str(blocker / "out"))
+    result = run_cli("--videos", str(tmp_path / "empty"), "--output_dir", str(blocker / "out"))
     assert result.returncode == 2
 
 
 def test_unknown_flow_method_fails_before_any_work(synthetic_videos, tmp_path):
-    result = run_cli("--videos", str(synthetic_videos), "--out", str(tmp_path / "out"),
-                     "--flow", "nonsense", *CLI_SIZE)  # fmt: skip
+    result = run_cli("--videos", str(synthetic_videos), "--output_dir", str(tmp_path / "out"),
+                     "--flow_method", "nonsense", *CLI_SIZE)  # fmt: skip
     assert result.returncode == 2 and "nonsense" in result.stderr
     assert not (tmp_path / "out" / "videos").exists()
 
@@ -235,12 +237,12 @@ def test_unknown_flow_method_fails_before_any_work(synthetic_videos, tmp_path):
 @pytest.mark.slow
 def test_killed_run_resumes_and_loses_nothing(synthetic_videos, tmp_path):
     args = ["--videos", str(synthetic_videos), "--val-fraction", "0.25", *CLI_SIZE]
-    reference = run_cli(*args, "--out", str(tmp_path / "reference"))
+    reference = run_cli(*args, "--output_dir", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr
 
     out = tmp_path / "killed"
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "prepare_data.py"), *args, "--out", str(out),
+        [sys.executable, str(ROOT / "prepare_data.py"), *args, "--output_dir", str(out),
          "--no-progress"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -253,7 +255,7 @@ def test_killed_run_resumes_and_loses_nothing(synthetic_videos, tmp_path):
     assert done_before < 4, "the run finished before it could be killed"
     assert not (out / "manifest.json").exists()
 
-    resumed = run_cli(*args, "--out", str(out))
+    resumed = run_cli(*args, "--output_dir", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert f"{4 - done_before} of 4 videos" in resumed.stdout
     a, b = spectral_files(tmp_path / "reference"), spectral_files(out)
@@ -263,9 +265,11 @@ def test_killed_run_resumes_and_loses_nothing(synthetic_videos, tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_give_the_same_result(synthetic_videos, tmp_path):
-    one = run_cli("--videos", str(synthetic_videos), "--out", str(tmp_path / "one"), *CLI_SIZE)
+    one = run_cli("--videos", str(synthetic_videos), "--output_dir", str(tmp_path / "one"),
+                  *CLI_SIZE)  # fmt: skip
+    # Two workers, spelled the old way (kebab-case, --out): the hidden aliases still work.
     two = run_cli("--videos", str(synthetic_videos), "--out", str(tmp_path / "two"),
-                  "--num-workers", "2", *CLI_SIZE)  # fmt: skip
+                  "--num-workers", "2", *OLD_CLI_SIZE)  # fmt: skip
     assert one.returncode == 0 and two.returncode == 0, two.stderr
     a, b = spectral_files(tmp_path / "one"), spectral_files(tmp_path / "two")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
@@ -336,3 +340,24 @@ def test_no_usable_video_names_each_and_why(tmp_path):
     (folder / "junk.mp4").write_text("not a video")
     with pytest.raises(ValueError, match=r"unusable videos: .*short.mp4: too short: 0.9\d s"):
         prepare(folder, tmp_path / "out", settings(), progress=False, log=lambda *a: None)
+
+
+def test_old_flag_spellings_are_hidden_aliases_of_the_snake_case_ones():
+    import prepare_data
+
+    old = prepare_data.parse_args(["--videos", "v", "--out", "o", "--frames", "10", "--num-freqs",
+                                   "4", "--flow", "farneback", "--flow-preset", "fast",
+                                   "--val-fraction", "0.2", "--num-workers", "3", "--no-progress"])  # fmt: skip
+    new = prepare_data.parse_args(["--videos", "v", "--output_dir", "o", "--num_frames", "10",
+                                   "--num_freqs", "4", "--flow_method", "farneback",
+                                   "--flow_preset", "fast", "--val_fraction", "0.2",
+                                   "--num_workers", "3", "--no_progress"])  # fmt: skip
+    assert vars(old) == vars(new)
+    assert new.num_freqs == 4 and new.flow_method == "farneback" and new.no_progress
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), pytest.raises(SystemExit):
+        prepare_data.parse_args(["--help"])
+    assert "--num_freqs" in buffer.getvalue() and "--num-freqs" not in buffer.getvalue()
