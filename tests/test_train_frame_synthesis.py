@@ -199,3 +199,11 @@ def test_nan_in_one_of_two_processes_stops_both(photos, tmp_path):
     assert log.count("loss is nan at step 2") == 2, log[-3000:]  # both ranks said so
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-1"]
     assert not (out / "config.json").exists()
+
+
+def test_a_bf16_step_splats_in_float32(photos, tmp_path):
+    """--mixed_precision bf16 (autocast): splatting gets float32 flow and features (it used
+    to fail on a bf16-feature / float32-flow dtype mismatch)."""
+    out = tmp_path / "bf16"
+    train.main(tiny_args(photos, out, 1, "--mixed_precision", "bf16"))
+    assert (out / "config.json").is_file()
