@@ -8,9 +8,10 @@ Laid out like diffusers' example training scripts (accelerate, the same flag nam
 
 Training pairs come from ``data.frame_pairs.FramePairDataset`` (videos with cached DIS
 flow, two-image pairs, photos animated by known displacements). Loss: L1 + weight *
-multi-scale gradient L1 (+ optional EfficientNet-Lite0 feature L1). Checkpoints (``accelerator.save_state``) go to
-``<output_dir>/checkpoint-<step>``; the final model is ``save_pretrained`` into
-``--output_dir``. See docs/FRAME_SYNTHESIS.md.
+multi-scale gradient L1 (+ optional EfficientNet-Lite0 feature L1). The skeleton and the
+checkpoint rules (kill-safe ``<output_dir>/checkpoint-<step>``, EMA in safetensors) are
+those of every training script here (models/training_utils.py); the final model is
+``save_pretrained`` into ``--output_dir``. See docs/FRAME_SYNTHESIS.md.
 """
 
 from __future__ import annotations

@@ -13,8 +13,11 @@ bicubic up) with the data's normalisation. Laid out like diffusers' train_text_t
 accelerate for devices and mixed precision, ``checkpoint-<step>`` folders (rotated by
 ``--checkpoints_total_limit``, resumed by ``--resume_from_checkpoint latest``), EMA,
 tensorboard, and at the end ``<output_dir>/unet`` (save_pretrained, EMA weights if used),
-``<output_dir>/codec`` (with motion_config.json + normalization.json) and
-``<output_dir>/scheduler`` (the DDPM noise schedule). docs/MOTION_UNET.md has the recipe.
+``<output_dir>/codec`` (with motion_config.json + normalization.json),
+``<output_dir>/scheduler`` (the DDPM noise schedule) and ``model_index.json``: the folder
+is a ``MotionPipeline`` that ``sample.py --model <output_dir>`` loads. The skeleton and
+checkpoint rules are those of every training script (models/training_utils.py);
+docs/MOTION_UNET.md has the recipe.
 
 Every random draw of a step (which clips, which frequency slice, flips, condition dropout,
 timesteps, noise) comes from a generator seeded by (seed, step, process), so a resumed run

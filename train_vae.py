@@ -3,10 +3,11 @@
     accelerate launch train_vae.py --train_data_dir prepared/ --output_dir outputs/vae \\
         --resolution 64 --train_batch_size 4 --max_train_steps 20000 --use_ema
 
-Laid out like diffusers' example training scripts: accelerate for devices and mixed
-precision, ``checkpoint-<step>`` folders written by ``accelerator.save_state`` (rotated
-by ``--checkpoints_total_limit``, resumed by ``--resume_from_checkpoint latest``), EMA,
-tensorboard, and at the end the scaling factor and ``save_pretrained`` to
+Laid out like diffusers' example training scripts, with the skeleton and checkpoint rules
+of every training script here (models/training_utils.py): accelerate for devices and
+mixed precision, kill-safe ``checkpoint-<step>`` folders (rotated by
+``--checkpoints_total_limit``, resumed by ``--resume_from_checkpoint latest``), EMA in
+safetensors, tensorboard, and at the end the scaling factor and ``save_spectral_codec`` to
 ``<output_dir>/vae`` with the dataset's normalization.json and motion config beside it.
 Two CPU processes: ``accelerate launch --cpu --num_processes 2 train_vae.py ...``
 (docs/VAE.md).
