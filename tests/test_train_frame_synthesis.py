@@ -204,6 +204,13 @@ def test_nan_in_one_of_two_processes_stops_both(photos, tmp_path):
 def test_a_bf16_step_splats_in_float32(photos, tmp_path):
     """--mixed_precision bf16 (autocast): splatting gets float32 flow and features (it used
     to fail on a bf16-feature / float32-flow dtype mismatch)."""
+    from accelerate.state import AcceleratorState
+
+    # accelerate keeps one process-wide state; other tests here built it without bf16.
+    AcceleratorState._reset_state(reset_partial_state=True)
     out = tmp_path / "bf16"
-    train.main(tiny_args(photos, out, 1, "--mixed_precision", "bf16"))
+    try:
+        train.main(tiny_args(photos, out, 1, "--mixed_precision", "bf16"))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
     assert (out / "config.json").is_file()

@@ -27,7 +27,7 @@ class Killed(BaseException):
 
 
 def tiny_run(tmp_path: Path, limit: int | None = 1):
-    accelerator = Accelerator(cpu=True)
+    accelerator = Accelerator()
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model, optimizer = accelerator.prepare(model, optimizer)
