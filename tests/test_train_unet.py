@@ -305,3 +305,46 @@ def test_resume_with_other_use_ema_is_a_clear_error(prepared, tmp_path):
     with pytest.raises(SystemExit, match="saved without --use_ema"):
         train(prepared, out, "--max_train_steps", "2", "--use_ema",
               "--resume_from_checkpoint", "latest")  # fmt: skip
+
+
+KILL_DURING_SECOND_SAVE = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import accelerate
+import train_unet
+
+real, saves = accelerate.Accelerator.save_state, []
+
+def save_then_die(self, output_dir=None, **kwargs):
+    saves.append(output_dir)
+    result = real(self, output_dir, **kwargs)
+    if len(saves) == 2:  # the files of checkpoint-2 are written, the save is not complete
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+accelerate.Accelerator.save_state = save_then_die
+train_unet.main(sys.argv[1:])
+"""
+
+
+def test_sigkill_during_a_save_with_limit_1_keeps_the_previous_checkpoint(prepared, tmp_path):
+    """The issue's reproduction: --checkpoints_total_limit 1 and kill -9 while checkpoint-2
+    is being saved. checkpoint-1 must survive and `latest` must resume from it (it used
+    to be deleted first, and the resume silently started again at step 0)."""
+    script = tmp_path / "kill_during_save.py"
+    script.write_text(KILL_DURING_SECOND_SAVE.format(root=str(ROOT)))
+    out = tmp_path / "killed"
+    args = ["--train_data_dir", str(prepared), "--output_dir", str(out), *TINY,
+            "--checkpointing_steps", "1", "--checkpoints_total_limit", "1"]  # fmt: skip
+    killed = subprocess.run(
+        [sys.executable, str(script), *args, "--max_train_steps", "3"], cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert checkpoint_steps(out) == [1], sorted(p.name for p in out.iterdir())
+    assert (out / ".partial-checkpoint-2").is_dir()  # the interrupted save, never listed
+    resumed = run_cli(*args, "--max_train_steps", "2", "--resume_from_checkpoint", "latest")
+    log, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, log
+    assert "(step 1)" in log and checkpoint_steps(out) == [2]
+    assert not (out / ".partial-checkpoint-2").exists()
