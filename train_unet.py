@@ -13,8 +13,11 @@ bicubic up) with the data's normalisation. Laid out like diffusers' train_text_t
 accelerate for devices and mixed precision, ``checkpoint-<step>`` folders (rotated by
 ``--checkpoints_total_limit``, resumed by ``--resume_from_checkpoint latest``), EMA,
 tensorboard, and at the end ``<output_dir>/unet`` (save_pretrained, EMA weights if used),
-``<output_dir>/codec`` (with motion_config.json + normalization.json) and
-``<output_dir>/scheduler`` (the DDPM noise schedule). docs/MOTION_UNET.md has the recipe.
+``<output_dir>/codec`` (with motion_config.json + normalization.json),
+``<output_dir>/scheduler`` (the DDPM noise schedule) and ``model_index.json``: the folder
+is a ``MotionPipeline`` that ``sample.py --model <output_dir>`` loads. The skeleton and
+checkpoint rules are those of every training script (models/training_utils.py);
+docs/MOTION_UNET.md has the recipe.
 
 Every random draw of a step (which clips, which frequency slice, flips, condition dropout,
 timesteps, noise) comes from a generator seeded by (seed, step, process), so a resumed run
@@ -35,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from accelerate.logging import get_logger
 from diffusers import DDPMScheduler
-from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
@@ -55,12 +57,19 @@ from models.spectral_codec import (
     set_codec_scaling_factor,
 )
 from models.training_utils import (
-    TRAINING_STATE,
-    list_checkpoints,
+    add_training_args,
+    check_training_args,
+    create_optimizer_and_scheduler,
+    ema_weights,
+    init_trackers,
+    is_due,
+    load_checkpoint,
     load_data_config,
+    mean_across_processes,
     resolve_checkpoint,
     save_checkpoint,
     setup_accelerator,
+    stop_if_not_finite,
 )
 
 logger = get_logger(__name__)
@@ -75,8 +84,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--codec", required=True, help="codec folder (train_vae.py's <out>/vae), or resample:F"
     )
-    p.add_argument("--output_dir", default="outputs/motion-unet")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stage", type=int, choices=[1, 2], default=2,
                    help="1: 2-D U-Net on one frequency slice per volume; 2: + frequency attention")  # fmt: skip
     p.add_argument("--pretrained_unet", default=None,
@@ -97,32 +104,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--random_flip", action="store_true", help="mirror photo and motion left-right")
     p.add_argument("--codec_scaling_samples", type=int, default=32,
                    help="training volumes for the resample codec's 1/std")  # fmt: skip
-    # optimisation
-    p.add_argument("--train_batch_size", type=int, default=4, help="spectral volumes per device")
     p.add_argument("--num_train_epochs", type=int, default=100)
-    p.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
     p.add_argument("--max_train_seconds", type=float, default=None,
                    help="also stop (and save) after this much wall time of this run "
                         "(from the script's start, validation excluded)")  # fmt: skip
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    p.add_argument("--learning_rate", type=float, default=1e-4)
-    p.add_argument("--lr_scheduler", default="constant_with_warmup")
-    p.add_argument("--lr_warmup_steps", type=int, default=500)
-    p.add_argument("--adam_weight_decay", type=float, default=1e-2)
-    p.add_argument("--max_grad_norm", type=float, default=1.0)
-    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
-    p.add_argument("--use_ema", action="store_true")
-    p.add_argument("--ema_decay", type=float, default=0.9999)
-    # checkpoints, logging, validation
-    p.add_argument("--checkpointing_steps", type=int, default=500)
-    p.add_argument("--checkpoints_total_limit", type=int, default=None)
-    p.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder')
-    p.add_argument("--report_to", default="tensorboard", help='accelerate tracker, or "none"')
-    p.add_argument("--logging_dir", default="logs", help="under --output_dir")
-    p.add_argument("--validation_steps", type=int, default=500, help="0: never")
+    # optimisation, checkpoints, logging, validation: the flags every training script has
+    add_training_args(
+        p, output_dir="outputs/motion-unet", train_batch_size=4, learning_rate=1e-4,
+        lr_scheduler="constant_with_warmup", lr_warmup_steps=500, adam_weight_decay=1e-2,
+        ema_decay=0.9999,
+    )  # fmt: skip
     p.add_argument("--num_validation_volumes", type=int, default=4)
     p.add_argument("--num_validation_freqs", type=int, default=4, help="columns in the picture")
     args = p.parse_args(argv)
+    check_training_args(p, args)
     if not 0 <= args.conditioning_dropout_prob <= 1:
         p.error("--conditioning_dropout_prob must be in [0, 1]")
     return args
@@ -279,28 +274,64 @@ def flip_left_right(image: torch.Tensor, spectral: torch.Tensor, flip: torch.Ten
     return image, spectral
 
 
+# ------------------------------------------------------------------------- the step
+
+
+def make_batch(args, micro_step: int, train_images, train_spectral, codec, noise_scheduler,
+               generator: torch.Generator, accelerator):  # fmt: skip
+    """The noisy latents, timesteps, photos, frequency indices and targets of one micro-step.
+
+    Every random draw (which clips, flips, frequency slice, condition dropout, timesteps,
+    noise) comes from ``generator`` seeded by (seed, micro-step, process): a resumed run
+    draws exactly what the uninterrupted run would have.
+    """
+    generator.manual_seed(args.seed * 1_000_003 + micro_step * 101 + accelerator.process_index)
+    indices = batch_indices(micro_step, len(train_images), args.train_batch_size,
+                            accelerator.num_processes, accelerator.process_index, args.seed)  # fmt: skip
+    image = train_images[indices]  # (B, 3, H, W)
+    spectral = train_spectral[indices].float()  # (B, K, 4, H, W)
+    batch, num_freqs = spectral.shape[:2]
+    if args.random_flip:
+        image, spectral = flip_left_right(
+            image, spectral, torch.rand(batch, generator=generator) < 0.5
+        )
+    if args.stage == 1:  # one random frequency slice per volume
+        frequency_index = torch.randint(0, num_freqs, (batch, 1), generator=generator)
+        spectral = spectral[torch.arange(batch)[:, None], frequency_index]
+    else:
+        frequency_index = torch.arange(num_freqs).expand(batch, num_freqs)
+    drop = torch.rand(batch, generator=generator) < args.conditioning_dropout_prob
+    image = torch.where(drop[:, None, None, None], torch.zeros_like(image), image)
+    timesteps = torch.randint(
+        0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator
+    )
+    with torch.no_grad():
+        latents = encode_latents(codec, spectral.to(accelerator.device))
+    noise = torch.randn(latents.shape, generator=generator).to(latents)
+    image, frequency_index, timesteps = (
+        x.to(accelerator.device) for x in (image, frequency_index, timesteps)
+    )
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    target = diffusion_target(noise_scheduler, latents, noise, timesteps)
+    return noisy, timesteps, image, frequency_index, target
+
+
+def diffusion_loss(args, noise_scheduler, prediction, target, timesteps) -> torch.Tensor:
+    """MSE to the target, min-SNR weighted with ``--snr_gamma`` (Hang et al. 2023)."""
+    if args.snr_gamma is None:
+        return F.mse_loss(prediction.float(), target.float())
+    snr = compute_snr(noise_scheduler, timesteps)
+    weights = torch.clamp(snr, max=args.snr_gamma)
+    weights = weights / (snr if args.prediction_type == "epsilon" else snr + 1)
+    per_item = F.mse_loss(prediction.float(), target.float(), reduction="none")
+    return (per_item.mean(dim=(1, 2, 3, 4)) * weights).mean()
+
+
 # ------------------------------------------------------------------------ checkpoints
 
 
 UNET_KEYS = ("num_freqs", "latent_channels", "block_out_channels", "layers_per_block",
              "frequency_attention", "image_downsample_factor")  # fmt: skip
-
-
-def check_resume_compatible(checkpoint: Path, state: dict) -> int:
-    """The checkpoint's step, after checking it has the same data, model and stage."""
-    saved = json.loads((checkpoint / TRAINING_STATE).read_text())
-    if saved["data_config"] != state["data_config"]:
-        raise SystemExit(
-            f"error: {checkpoint} was trained on data with config {saved['data_config']}, but "
-            f"--train_data_dir has {state['data_config']}; use a new --output_dir"
-        )
-    for key in UNET_KEYS:
-        if saved["unet_config"][key] != state["unet_config"][key]:
-            raise SystemExit(
-                f"error: {checkpoint} has {key}={saved['unet_config'][key]}, but this run has "
-                f"{state['unet_config'][key]}; resume with the same model flags and --stage"
-            )
-    return int(saved["global_step"])
 
 
 # ------------------------------------------------------------------------- diffusion
@@ -361,6 +392,20 @@ def validate(unet, codec, scheduler, val_items, args, step: int, data_config) ->
 # ------------------------------------------------------------------------------- main
 
 
+def save_final_model(unet, codec, noise_scheduler, output_dir: Path, data_dir: Path,
+                     data_config: MotionConfig) -> None:  # fmt: skip
+    """``unet/``, ``codec/`` (with the data's motion config and statistics), ``scheduler/``,
+    then the whole folder as a ``MotionPipeline`` (``model_index.json``), so that
+    ``sample.py --model <output_dir>`` and ``MotionPipeline.from_pretrained`` load it."""
+    from models.pipeline_motion import MotionPipeline
+
+    unet.save_pretrained(output_dir / "unet")
+    save_spectral_codec(codec, output_dir / "codec", data_config, data_dir / "normalization.json")
+    noise_scheduler.save_pretrained(output_dir / "scheduler")
+    MotionPipeline.from_training_output(output_dir).save_pretrained(output_dir)
+    logger.info(f"saved {output_dir} (a MotionPipeline folder: sample.py --model {output_dir})")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     start_time = time.monotonic()
@@ -380,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     codec = build_codec(args, data_dir, data_config, train_spectral.float())
     codec = codec.to(accelerator.device)
 
-    # Model, noise schedule, EMA, optimiser.
+    # Model, noise schedule, optimiser, schedule, EMA.
     unet = build_unet(args, data_config, codec)
     check_sizes(data_config, codec, unet)
     noise_scheduler = DDPMScheduler(
@@ -391,47 +436,39 @@ def main(argv: list[str] | None = None) -> None:
         # DDPM default, inherited by DDIM built from this config) would cut their tails.
         clip_sample=False,
     )
-    state = {
-        "data_config": data_config.to_dict(),
-        "unet_config": json.loads(json.dumps({k: unet.config[k] for k in UNET_KEYS})),
-        "stage": args.stage,
-    }
-    checkpoint = resolve_checkpoint(args)
-    first_step = check_resume_compatible(checkpoint, state) if checkpoint else 0
-    ema = EMAModel(unet.parameters(), decay=args.ema_decay) if args.use_ema else None
-    optimizer = torch.optim.AdamW(
-        unet.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay
-    )
     global_batch = args.train_batch_size * accelerator.num_processes
     steps_per_epoch = max(1, len(train_set) // global_batch) / args.gradient_accumulation_steps
     max_train_steps = args.max_train_steps or math.ceil(args.num_train_epochs * steps_per_epoch)
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
+    optimizer, lr_scheduler = create_optimizer_and_scheduler(
+        args, unet.parameters(), max_train_steps, accelerator.num_processes
     )
+    ema = EMAModel(unet.parameters(), decay=args.ema_decay) if args.use_ema else None
     # `model` (maybe DDP-wrapped) shares its parameters with `unet`, used unwrapped below.
     model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
+
+    # Resume.
+    state = {
+        "data_config": data_config.to_dict(),
+        "unet_config": {k: unet.config[k] for k in UNET_KEYS},
+        "stage": args.stage,
+    }
+    checkpoint = resolve_checkpoint(args)  # None: a new run ("latest" with nothing saved yet)
+    global_step = 0
     if checkpoint is not None:
-        accelerator.print(f"resuming from {checkpoint} (step {first_step})")
-        accelerator.load_state(str(checkpoint))
-    if accelerator.is_main_process and accelerator.log_with:
-        accelerator.init_trackers(
-            "train_unet", config={k: str(v) for k, v in vars(args).items() if v is not None}
-        )
+        global_step = load_checkpoint(accelerator, checkpoint, state, ema)
+        accelerator.print(f"resuming from {checkpoint} (step {global_step})")
+    init_trackers(accelerator, "train_unet", args)
     num_params = sum(p.numel() for p in unet.parameters())
     logger.info(
         f"stage {args.stage}: {num_params / 1e6:.2f} M parameters, {len(train_set)} training "
         f"volumes, {accelerator.num_processes} process(es), batch {args.train_batch_size} x "
         f"{args.gradient_accumulation_steps} accumulation, {max_train_steps} steps, from step "
-        f"{first_step}"
+        f"{global_step}"
     )
 
-    global_step = first_step
+    # Train.
     progress = tqdm(
         range(max_train_steps),
         initial=global_step,
@@ -439,78 +476,27 @@ def main(argv: list[str] | None = None) -> None:
         disable=not accelerator.is_local_main_process,
     )
     generator = torch.Generator()
-    num_freqs = data_config.num_freqs
-    mean_loss = 0.0
     validation_seconds = 0.0  # not counted in --max_train_seconds
     model.train()
     while global_step < max_train_steps:
         for accumulation in range(args.gradient_accumulation_steps):
             micro_step = global_step * args.gradient_accumulation_steps + accumulation
-            generator.manual_seed(
-                args.seed * 1_000_003 + micro_step * 101 + accelerator.process_index
-            )
-            indices = batch_indices(
-                micro_step,
-                len(train_set),
-                args.train_batch_size,
-                accelerator.num_processes,
-                accelerator.process_index,
-                args.seed,
-            )
-            image = train_images[indices]  # (B, 3, H, W)
-            spectral = train_spectral[indices].float()  # (B, K, 4, H, W)
-            batch = image.shape[0]
-            if args.random_flip:
-                image, spectral = flip_left_right(
-                    image, spectral, torch.rand(batch, generator=generator) < 0.5
-                )
-            if args.stage == 1:  # one random frequency slice per volume
-                frequency_index = torch.randint(0, num_freqs, (batch, 1), generator=generator)
-                spectral = spectral[torch.arange(batch)[:, None], frequency_index]
-            else:
-                frequency_index = torch.arange(num_freqs).expand(batch, num_freqs)
-            drop = torch.rand(batch, generator=generator) < args.conditioning_dropout_prob
-            image = torch.where(drop[:, None, None, None], torch.zeros_like(image), image)
-            timesteps = torch.randint(
-                0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator
-            )
-            with torch.no_grad():
-                latents = encode_latents(codec, spectral.to(accelerator.device))
-            noise = torch.randn(latents.shape, generator=generator).to(latents)
-            image, frequency_index, timesteps = (
-                x.to(accelerator.device) for x in (image, frequency_index, timesteps)
-            )
-            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-            target = diffusion_target(noise_scheduler, latents, noise, timesteps)
-
+            noisy, timesteps, image, frequency_index, target = make_batch(
+                args, micro_step, train_images, train_spectral, codec, noise_scheduler,
+                generator, accelerator,
+            )  # fmt: skip
             with accelerator.accumulate(model):
                 prediction = model(noisy, timesteps, image, frequency_index).sample
-                if args.snr_gamma is None:
-                    loss = F.mse_loss(prediction.float(), target.float())
-                else:  # min-SNR weighting (Hang et al. 2023), as in diffusers' examples
-                    snr = compute_snr(noise_scheduler, timesteps)
-                    weights = torch.clamp(snr, max=args.snr_gamma)
-                    weights = weights / (snr if args.prediction_type == "epsilon" else snr + 1)
-                    per_item = F.mse_loss(prediction.float(), target.float(), reduction="none")
-                    loss = (per_item.mean(dim=(1, 2, 3, 4)) * weights).mean()
-                # Every process sees the same averaged loss, so all stop together on NaN.
-                mean_loss = accelerator.gather(loss.detach()[None]).mean().item()
-                if not math.isfinite(mean_loss):
-                    break
+                loss = diffusion_loss(args, noise_scheduler, prediction, target, timesteps)
+                # Every process gets the same mean, so on NaN all stop together.
+                mean_loss = mean_across_processes(accelerator, loss)
+                stop_if_not_finite(accelerator, mean_loss, global_step + 1, output_dir)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad()
-        if not math.isfinite(mean_loss):
-            last = list_checkpoints(output_dir)
-            accelerator.end_training()
-            raise SystemExit(
-                f"error: loss is {mean_loss} at step {global_step + 1}; stopping. Last good "
-                f"checkpoint: {last[-1] if last else 'none'}. Lower --learning_rate or check the data."
-            )
-
         if ema is not None:
             ema.step(unet.parameters())
         global_step += 1
@@ -526,31 +512,22 @@ def main(argv: list[str] | None = None) -> None:
             .item()
         )
 
-        if global_step % args.checkpointing_steps == 0:
+        last = global_step >= max_train_steps or out_of_time
+        if is_due(global_step, args.checkpointing_steps):
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                saved = save_checkpoint(accelerator, args, global_step, state)
+                saved = save_checkpoint(accelerator, args, global_step, state, ema)
                 logger.info(f"saved {saved}")
-        if (
-            accelerator.is_main_process
-            and args.validation_steps
-            and (
-                global_step % args.validation_steps == 0
-                or global_step >= max_train_steps
-                or out_of_time
-            )
+        if accelerator.is_main_process and (
+            is_due(global_step, args.validation_steps) or (last and args.validation_steps)
         ):
             validation_start = time.monotonic()
-            if ema is not None:
-                ema.store(unet.parameters())
-                ema.copy_to(unet.parameters())
-            unet.eval()
-            val_loss = validate(
-                unet, codec, noise_scheduler, val_items, args, global_step, data_config
-            )
-            unet.train()
-            if ema is not None:
-                ema.restore(unet.parameters())
+            with ema_weights(ema, unet.parameters()):
+                unet.eval()
+                val_loss = validate(
+                    unet, codec, noise_scheduler, val_items, args, global_step, data_config
+                )
+                unet.train()
             accelerator.log({"val_loss": val_loss}, step=global_step)
             record = {"step": global_step, "train_seconds": round(train_seconds, 1),
                       "val_loss": val_loss, "train_loss": mean_loss}  # fmt: skip
@@ -564,19 +541,12 @@ def main(argv: list[str] | None = None) -> None:
             )
             break
 
-    # Final: EMA weights if any; codec and noise schedule beside the U-Net.
+    # Save: EMA weights if any; codec and noise schedule beside the U-Net; a pipeline folder.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if ema is not None:
             ema.copy_to(unet.parameters())
-        unet.save_pretrained(output_dir / "unet")
-        save_spectral_codec(
-            codec, output_dir / "codec", data_config, data_dir / "normalization.json"
-        )
-        noise_scheduler.save_pretrained(output_dir / "scheduler")
-        logger.info(
-            f"saved {output_dir / 'unet'}, {output_dir / 'codec'}, {output_dir / 'scheduler'}"
-        )
+        save_final_model(unet, codec, noise_scheduler, output_dir, data_dir, data_config)
     accelerator.end_training()
 
 

@@ -3,10 +3,11 @@
     accelerate launch train_vae.py --train_data_dir prepared/ --output_dir outputs/vae \\
         --resolution 64 --train_batch_size 4 --max_train_steps 20000 --use_ema
 
-Laid out like diffusers' example training scripts: accelerate for devices and mixed
-precision, ``checkpoint-<step>`` folders written by ``accelerator.save_state`` (rotated
-by ``--checkpoints_total_limit``, resumed by ``--resume_from_checkpoint latest``), EMA,
-tensorboard, and at the end the scaling factor and ``save_pretrained`` to
+Laid out like diffusers' example training scripts, with the skeleton and checkpoint rules
+of every training script here (models/training_utils.py): accelerate for devices and
+mixed precision, kill-safe ``checkpoint-<step>`` folders (rotated by
+``--checkpoints_total_limit``, resumed by ``--resume_from_checkpoint latest``), EMA in
+safetensors, tensorboard, and at the end the scaling factor and ``save_spectral_codec`` to
 ``<output_dir>/vae`` with the dataset's normalization.json and motion config beside it.
 Two CPU processes: ``accelerate launch --cpu --num_processes 2 train_vae.py ...``
 (docs/VAE.md).
@@ -15,36 +16,40 @@ Two CPU processes: ``accelerate launch --cpu --num_processes 2 train_vae.py ...`
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 import torch
 from accelerate.logging import get_logger
-from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from data.config import MotionConfig
 from data.dataset import SpectralVolumeDataset
-from models.spectral_vae import (
-    compute_scaling_factor,
-    create_spectral_vae,
-    decode_spectral,
-    encode_spectral,
-    save_spectral_vae,
-    set_scaling_factor,
-    spectral_vae_loss,
-    vae_downsample_factor,
+from models.spectral_codec import (
+    codec_downsample_factor,
+    compute_codec_scaling_factor,
+    decode_latents,
+    encode_latents,
+    save_spectral_codec,
+    set_codec_scaling_factor,
 )
+from models.spectral_vae import create_spectral_vae, default_block_out_channels, spectral_vae_loss
 from models.training_utils import (
-    TRAINING_STATE,
-    list_checkpoints,
+    add_training_args,
+    check_training_args,
+    create_optimizer_and_scheduler,
+    ema_weights,
+    init_trackers,
+    is_due,
+    load_checkpoint,
     load_data_config,
+    mean_across_processes,
     resolve_checkpoint,
     save_checkpoint,
     setup_accelerator,
+    stop_if_not_finite,
 )
 
 logger = get_logger(__name__)
@@ -55,8 +60,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--train_data_dir", required=True, help="a folder written by prepare_data.py")
-    p.add_argument("--output_dir", default="outputs/spectral-vae")
-    p.add_argument("--seed", type=int, default=0)
     # model
     p.add_argument("--downsample_factor", type=int, default=8, help="latent size = crop / factor")
     p.add_argument("--base_channels", type=int, default=32, help="channels of the first level")
@@ -72,32 +75,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--random_flip", action="store_true", help="mirror left-right (negates x motion)"
     )
-    p.add_argument("--dataloader_num_workers", type=int, default=0)
-    # optimisation
-    p.add_argument("--train_batch_size", type=int, default=4, help="spectral volumes per device")
     p.add_argument("--num_train_epochs", type=int, default=100)
-    p.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    p.add_argument("--learning_rate", type=float, default=1e-4)
-    p.add_argument(
-        "--lr_scheduler", default="constant_with_warmup", help="diffusers get_scheduler name"
-    )
-    p.add_argument("--lr_warmup_steps", type=int, default=100)
-    p.add_argument("--adam_weight_decay", type=float, default=0.0)
-    p.add_argument("--max_grad_norm", type=float, default=1.0)
-    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
-    p.add_argument("--use_ema", action="store_true")
-    p.add_argument("--ema_decay", type=float, default=0.999)
-    # checkpoints, logging, validation
-    p.add_argument("--checkpointing_steps", type=int, default=500)
-    p.add_argument("--checkpoints_total_limit", type=int, default=None)
-    p.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder')
-    p.add_argument("--report_to", default="tensorboard", help='accelerate tracker, or "none"')
-    p.add_argument("--logging_dir", default="logs", help="under --output_dir")
-    p.add_argument("--validation_steps", type=int, default=500, help="0: never")
+    # optimisation, checkpoints, logging, validation: the flags every training script has
+    add_training_args(
+        p, output_dir="outputs/spectral-vae", train_batch_size=4, learning_rate=1e-4,
+        lr_scheduler="constant_with_warmup", lr_warmup_steps=100, adam_weight_decay=0.0,
+        ema_decay=0.999,
+    )  # fmt: skip
     p.add_argument("--num_validation_freqs", type=int, default=4)
     p.add_argument("--scaling_factor_samples", type=int, default=64, help="train volumes for 1/std")
     args = p.parse_args(argv)
+    check_training_args(p, args)
     if args.resolution and args.resolution % args.downsample_factor:
         p.error(f"--resolution {args.resolution} must be a multiple of --downsample_factor")
     return args
@@ -128,26 +116,6 @@ def random_crop_flip(
     return torch.stack(out)
 
 
-# ------------------------------------------------------------------------ checkpoints
-
-
-def check_resume_compatible(checkpoint: Path, data_config: MotionConfig, vae_config: dict) -> int:
-    """The checkpoint's step, after checking it was trained on the same kind of data and model."""
-    state = json.loads((checkpoint / TRAINING_STATE).read_text())
-    if state["data_config"] != data_config.to_dict():
-        raise SystemExit(
-            f"error: {checkpoint} was trained on data with config {state['data_config']}, but "
-            f"--train_data_dir has {data_config.to_dict()}; use a new --output_dir"
-        )
-    for key in ("block_out_channels", "latent_channels", "layers_per_block"):
-        if json.loads(json.dumps(vae_config[key])) != state["vae_config"][key]:
-            raise SystemExit(
-                f"error: {checkpoint} has {key}={state['vae_config'][key]}, but the flags give "
-                f"{vae_config[key]}; resume with the same model flags"
-            )
-    return int(state["global_step"])
-
-
 # ------------------------------------------------------------------------- validation
 
 
@@ -156,12 +124,10 @@ def validate(vae, val_spectral: torch.Tensor, args, step: int, data_config) -> f
     """L1 of a full-frame reconstruction of one held-out volume; a PNG of input vs output."""
     from data.visualize import plot_spectral_volume
 
-    factor = vae_downsample_factor(vae)
+    factor = codec_downsample_factor(vae)
     height, width = (s - s % factor for s in val_spectral.shape[-2:])
     target = val_spectral[None, :, :, :height, :width]  # (1, K, 4, H, W)
-    reconstruction = decode_spectral(
-        vae, encode_spectral(vae, target, chunk_size=16), chunk_size=16
-    )
+    reconstruction = decode_latents(vae, encode_latents(vae, target, chunk_size=16), chunk_size=16)
     reconstruction = reconstruction.float().cpu()
     l1 = float((reconstruction - target).abs().mean())
     # Input above its reconstruction in each cell, shared colour scale per frequency.
@@ -173,7 +139,59 @@ def validate(vae, val_spectral: torch.Tensor, args, step: int, data_config) -> f
     return l1
 
 
-# ------------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------- data, model
+
+
+def build_data(args, data_dir: Path, data_config: MotionConfig, num_processes: int):
+    """The training split (in memory), its shuffling loader and one held-out volume.
+
+    Every process reads the whole (small, cached) split; the prepared loader shards it.
+    """
+    train_set = SpectralVolumeDataset(data_dir, "train", in_memory=True)
+    if len(train_set) == 0:
+        raise SystemExit(f"error: {data_dir} has no training clips")
+    if args.resolution > min(data_config.width, data_config.height):
+        raise SystemExit(
+            f"error: --resolution {args.resolution} exceeds the frame size {data_config.size}"
+        )
+    val_set = SpectralVolumeDataset(data_dir, "val")
+    val_spectral = (val_set if len(val_set) else train_set)[0]["spectral"]
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=args.train_batch_size,
+        shuffle=True,
+        drop_last=len(train_set) >= args.train_batch_size * num_processes,
+        num_workers=args.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    return train_set, loader, val_spectral
+
+
+VAE_KEYS = (
+    "block_out_channels",
+    "latent_channels",
+    "layers_per_block",
+    "norm_num_groups",
+    "mid_block_add_attention",
+)  # fmt: skip  (must match on resume)
+
+
+def build_model(args, data_config: MotionConfig):
+    """A fresh spectral VAE from the model flags."""
+    try:
+        return create_spectral_vae(
+            downsample_factor=args.downsample_factor,
+            block_out_channels=default_block_out_channels(
+                args.downsample_factor, args.base_channels
+            ),
+            latent_channels=args.latent_channels,
+            layers_per_block=args.layers_per_block,
+            norm_num_groups=args.norm_num_groups or min(32, args.base_channels),
+            mid_block_add_attention=not args.no_mid_attention,
+            sample_size=args.resolution or max(data_config.width, data_config.height),
+        )
+    except ValueError as error:
+        raise SystemExit(f"error: model flags: {error}") from None
 
 
 class _VAEForTraining(torch.nn.Module):
@@ -189,6 +207,29 @@ class _VAEForTraining(torch.nn.Module):
         return self.vae.decode(posterior.sample()).sample, posterior
 
 
+@torch.no_grad()
+def save_final_model(vae, train_set, args, data_dir: Path, data_config: MotionConfig) -> Path:
+    """The scaling factor (1 / std of whole-frame latents) and ``save_spectral_codec``."""
+    vae.eval()
+    factor = codec_downsample_factor(vae)
+    count = min(len(train_set), args.scaling_factor_samples)
+    volumes = (  # whole frames, cropped to a multiple of the factor
+        train_set[i]["spectral"][
+            ..., : data_config.height // factor * factor, : data_config.width // factor * factor
+        ]
+        for i in range(count)
+    )
+    scaling_factor = compute_codec_scaling_factor(vae, volumes, num_samples=count)
+    set_codec_scaling_factor(vae, scaling_factor)
+    saved = save_spectral_codec(vae, Path(args.output_dir) / "vae", data_config,
+                                data_dir / "normalization.json")  # fmt: skip
+    logger.info(f"scaling factor {scaling_factor:.4f}; saved {saved}")
+    return saved
+
+
+# ------------------------------------------------------------------------------- main
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     data_dir = Path(args.train_data_dir)
@@ -196,81 +237,46 @@ def main(argv: list[str] | None = None) -> None:
     output_dir = Path(args.output_dir)
     accelerator = setup_accelerator(args, output_dir)
 
-    # Model, EMA, optimiser.
-    vae = create_spectral_vae(
-        downsample_factor=args.downsample_factor,
-        block_out_channels=[
-            min(args.base_channels * 2**i, args.base_channels * 4)
-            for i in range(int(math.log2(args.downsample_factor)) + 1)
-        ],
-        latent_channels=args.latent_channels,
-        layers_per_block=args.layers_per_block,
-        norm_num_groups=args.norm_num_groups or min(32, args.base_channels),
-        mid_block_add_attention=not args.no_mid_attention,
-        sample_size=args.resolution or max(data_config.width, data_config.height),
-    )
-    checkpoint = resolve_checkpoint(args)
-    first_step = check_resume_compatible(checkpoint, data_config, vae.config) if checkpoint else 0
-    ema = EMAModel(vae.parameters(), decay=args.ema_decay) if args.use_ema else None
-    optimizer = torch.optim.AdamW(
-        vae.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay
+    # Data.
+    train_set, loader, val_spectral = build_data(
+        args, data_dir, data_config, accelerator.num_processes
     )
 
-    # Data: every process reads the whole (small, cached) split; the prepared loader shards it.
-    train_set = SpectralVolumeDataset(data_dir, "train", in_memory=True)
-    if len(train_set) == 0:
-        raise SystemExit(f"error: {data_dir} has no training clips")
-    if args.resolution > min(data_config.width, data_config.height):
-        raise SystemExit(
-            f"error: --resolution {args.resolution} exceeds the frame size {data_config.size}"
-        )
-    val_set = SpectralVolumeDataset(data_dir, "val")
-    val_spectral = (val_set if len(val_set) else train_set)[0]["spectral"]
-    loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_size=args.train_batch_size,
-        shuffle=True,
-        drop_last=len(train_set) >= args.train_batch_size * accelerator.num_processes,
-        num_workers=args.dataloader_num_workers,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    # Model, optimiser, schedule, EMA.
+    vae = build_model(args, data_config)
     steps_per_epoch = math.ceil(
         len(loader) / accelerator.num_processes / args.gradient_accumulation_steps
     )
     max_train_steps = args.max_train_steps or args.num_train_epochs * max(1, steps_per_epoch)
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
+    optimizer, lr_scheduler = create_optimizer_and_scheduler(
+        args, vae.parameters(), max_train_steps, accelerator.num_processes
     )
+    ema = EMAModel(vae.parameters(), decay=args.ema_decay) if args.use_ema else None
     # `model` (maybe DDP-wrapped) shares its parameters with `vae`, used unwrapped below.
     model, optimizer, loader, lr_scheduler = accelerator.prepare(
         _VAEForTraining(vae), optimizer, loader, lr_scheduler
     )
     if ema is not None:
         ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
 
+    # Resume.
+    state = {"data_config": data_config.to_dict(),
+             "vae_config": {k: vae.config[k] for k in VAE_KEYS}}  # fmt: skip
+    checkpoint = resolve_checkpoint(args)  # None: a new run ("latest" with nothing saved yet)
+    global_step = 0
     if checkpoint is not None:
-        accelerator.print(f"resuming from {checkpoint} (step {first_step})")
-        accelerator.load_state(str(checkpoint))
-    if accelerator.is_main_process and accelerator.log_with:
-        accelerator.init_trackers(
-            "train_vae", config={k: v for k, v in vars(args).items() if v is not None}
-        )
-
-    state = {"data_config": data_config.to_dict(), "vae_config": dict(vae.config)}
+        global_step = load_checkpoint(accelerator, checkpoint, state, ema)
+        accelerator.print(f"resuming from {checkpoint} (step {global_step})")
+    init_trackers(accelerator, "train_vae", args)
     logger.info(
         f"{len(train_set)} training volumes, {accelerator.num_processes} process(es), "
         f"batch {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation, "
-        f"{max_train_steps} steps, from step {first_step}"
+        f"{max_train_steps} steps, from step {global_step}"
     )
 
-    # Training loop. Crops come from a generator seeded by (seed, step, process), so a
-    # resumed run draws the crops the uninterrupted run would have drawn; a resumed run
-    # starts a new pass over the data (the order of the interrupted epoch is not replayed).
-    global_step = first_step
+    # Train. Crops come from a generator seeded by (seed, step, process), so a resumed run
+    # draws the crops the uninterrupted run would have drawn; a resumed run starts a new
+    # pass over the data (the order of the interrupted epoch is not replayed).
     progress = tqdm(
         range(max_train_steps),
         initial=global_step,
@@ -293,17 +299,15 @@ def main(argv: list[str] | None = None) -> None:
                 losses = spectral_vae_loss(
                     reconstruction, slices, posterior, args.kl_weight, args.gradient_loss_weight
                 )
-                # Every process sees the same averaged loss, so all stop together on NaN.
-                mean_loss = accelerator.gather(losses["loss"].detach()[None]).mean().item()
-                if not math.isfinite(mean_loss):
-                    break
+                # Every process gets the same mean, so on NaN all stop together.
+                mean_loss = mean_across_processes(accelerator, losses["loss"])
+                stop_if_not_finite(accelerator, mean_loss, global_step + 1, output_dir)
                 accelerator.backward(losses["loss"])
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad()
-
             if not accelerator.sync_gradients:
                 continue
             if ema is not None:
@@ -315,61 +319,30 @@ def main(argv: list[str] | None = None) -> None:
             progress.set_postfix(loss=f"{mean_loss:.4f}")
             accelerator.log(logs, step=global_step)
 
-            if global_step % args.checkpointing_steps == 0:
+            last = global_step >= max_train_steps
+            if is_due(global_step, args.checkpointing_steps):
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
-                    saved = save_checkpoint(accelerator, args, global_step, state)
+                    saved = save_checkpoint(accelerator, args, global_step, state, ema)
                     logger.info(f"saved {saved}")
-            if (
-                args.validation_steps
-                and global_step % args.validation_steps == 0
-                and accelerator.is_main_process
+            if accelerator.is_main_process and (
+                is_due(global_step, args.validation_steps) or (last and args.validation_steps)
             ):
-                if ema is not None:
-                    ema.store(vae.parameters())
-                    ema.copy_to(vae.parameters())
-                vae.eval()
-                val_l1 = validate(vae, val_spectral, args, global_step, data_config)
-                vae.train()
-                if ema is not None:
-                    ema.restore(vae.parameters())
+                with ema_weights(ema, vae.parameters()):
+                    vae.eval()
+                    val_l1 = validate(vae, val_spectral, args, global_step, data_config)
+                    vae.train()
                 accelerator.log({"val_l1": val_l1}, step=global_step)
                 logger.info(f"step {global_step}: validation L1 {val_l1:.4f} (normalised units)")
-            if global_step >= max_train_steps:
+            if last:
                 break
-        if not math.isfinite(mean_loss):  # the loop above broke on a NaN/inf loss
-            last = list_checkpoints(output_dir)
-            accelerator.end_training()
-            raise SystemExit(
-                f"error: loss is {mean_loss} at step {global_step + 1}; stopping. Last good "
-                f"checkpoint: {last[-1] if last else 'none'}. Lower --learning_rate or check the data."
-            )
 
-    # Final model: EMA weights if any, the scaling factor from data, the data's config beside it.
+    # Save: EMA weights if any, the scaling factor from data, the data's config beside it.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if ema is not None:
             ema.copy_to(vae.parameters())
-        vae.eval()
-        factor = vae_downsample_factor(vae)
-        subset = torch.utils.data.Subset(
-            train_set, range(min(len(train_set), args.scaling_factor_samples))
-        )
-        volumes = (  # whole frames, cropped to a multiple of the factor
-            item["spectral"][
-                None,
-                ...,
-                : data_config.height // factor * factor,
-                : data_config.width // factor * factor,
-            ]
-            for item in subset
-        )
-        scaling_factor = compute_scaling_factor(vae, volumes)
-        set_scaling_factor(vae, scaling_factor)
-        saved = save_spectral_vae(
-            vae, output_dir / "vae", data_config, data_dir / "normalization.json"
-        )
-        logger.info(f"scaling factor {scaling_factor:.4f}; saved {saved}")
+        save_final_model(vae, train_set, args, data_dir, data_config)
     accelerator.end_training()
 
 

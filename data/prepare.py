@@ -343,12 +343,27 @@ def process_video(path: Path, vid: str, split: str, out: Path, settings: Prepare
         seconds=time.perf_counter() - started,
     )
     if not record["clips"]:
-        record["reason"] = (
-            f"too short: {duration:.2f} s, a clip needs {clip_span:.2f} s "
-            f"({config.num_frames} frames at {config.fps:g} fps)"
-        )
+        needs = f"a clip needs {clip_span:.2f} s ({config.num_frames} frames at {config.fps:g} fps)"
+        damage = [w for w in record["warnings"] if TRUNCATION_MARK in w]
+        if damage:  # the file is cut short, not the video: say so (the fix differs)
+            record["reason"] = (
+                f"truncated or damaged file: {_stopped_at(damage[0])}; "
+                f"the readable {duration:.2f} s are too short, {needs}"
+            )
+        else:
+            record["reason"] = f"too short: {duration:.2f} s, {needs}"
     write_json_atomic(_video_record_path(out, vid), record)
     return record
+
+
+# data.video's warning when decoding stops well before the container's declared end.
+TRUNCATION_MARK = "truncated or damaged file"
+
+
+def _stopped_at(warning: str) -> str:
+    """ "decoding stopped at X s of Y s declared" out of data.video's truncation warning."""
+    text = warning.split(": ", 1)[-1].split(";")[0]
+    return text.replace(f" ({TRUNCATION_MARK})", "")
 
 
 def _process_video_job(job: tuple) -> dict:
@@ -366,6 +381,65 @@ def _process_video_job(job: tuple) -> dict:
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def unusable_videos(videos: list[dict], clips: list[dict]) -> dict[str, str]:
+    """``{source: why}`` for every video that gave no kept clip (unreadable, truncated, too
+    short, or every clip rejected, with the clip reasons counted)."""
+    by_video: dict[str, list[dict]] = {}
+    for clip in clips:
+        by_video.setdefault(clip["video_id"], []).append(clip)
+    unusable = {}
+    for video in videos:
+        own = by_video.get(video["video_id"], [])
+        if any(c["status"] == "ok" for c in own):
+            continue
+        if video["status"] == "failed" or not own:
+            unusable[video["source"]] = video.get("reason", "no clips")
+            continue
+        reasons: dict[str, int] = {}
+        for clip in own:
+            key = clip["reason"].split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+        unusable[video["source"]] = (
+            "every clip rejected ("
+            + ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+            + ")"
+        )
+    return unusable
+
+
+def describe_unusable(unusable: dict[str, str], limit: int = 10) -> str:
+    """One line naming the unusable videos and why (the first ``limit``)."""
+    parts = [f"{Path(source).name}: {why}" for source, why in list(unusable.items())[:limit]]
+    more = (
+        f"; and {len(unusable) - limit} more (see manifest.json)" if len(unusable) > limit else ""
+    )
+    return ("unusable videos: " + "; ".join(parts) + more) if parts else ""
+
+
+def _promote_to_train(out: Path, videos: list[dict], clips: list[dict]) -> str:
+    """No kept clip is in the training split, but some are in val: the video with the most
+    kept clips trains instead (a usable video never sits in val while nothing trains).
+
+    Rewrites that video's record and its clip records (so a resumed run agrees) and updates
+    ``videos`` / ``clips`` in place; returns the video's source.
+    """
+    kept_per_video: dict[str, int] = {}
+    for clip in clips:
+        if clip["status"] == "ok":
+            kept_per_video[clip["video_id"]] = kept_per_video.get(clip["video_id"], 0) + 1
+    chosen = min(kept_per_video, key=lambda vid: (-kept_per_video[vid], vid))
+    for clip in clips:
+        if clip["video_id"] == chosen:
+            clip["split"] = "train"
+            write_json_atomic(_clip_record_path(out, clip["clip_id"]), clip)
+    for video in videos:
+        if video["video_id"] == chosen:
+            video["split"] = "train"
+            write_json_atomic(_video_record_path(out, chosen), video)
+            return video["source"]
+    return chosen
 
 
 def merge(out: str | Path, num_previews: int = 6) -> dict:
@@ -393,6 +467,10 @@ def merge(out: str | Path, num_previews: int = 6) -> dict:
     clips = [_read_json(p) for p in sorted((out / "clips").glob("*.json"))]
     kept = [c for c in clips if c["status"] == "ok"]
     train = [c for c in kept if c["split"] == "train"]
+    moved = None
+    if kept and not train:
+        moved = _promote_to_train(out, videos, clips)
+        train = [c for c in kept if c["split"] == "train"]
 
     reasons: dict[str, int] = {}
     for clip in clips:
@@ -412,16 +490,20 @@ def merge(out: str | Path, num_previews: int = 6) -> dict:
             "val": len(kept) - len(train),
             "rejected_by_reason": reasons,
         },
+        "unusable": unusable_videos(videos, clips),
         "videos": videos,
         "clips": clips,
     }
+    if moved:
+        manifest["split_note"] = (
+            f"{moved} was assigned to val but is the only video that yielded clips; it trains"
+        )
     write_json_atomic(out / "manifest.json", manifest)
     if not train:
         (out / "normalization.json").unlink(missing_ok=True)
         raise ValueError(
-            f"{out}: no training clip survived ({len(clips)} clips, {len(kept)} kept, "
-            f"rejected: {reasons or 'none'}, {manifest['counts']['failed_videos']} unreadable "
-            "videos); the reasons of each are in manifest.json"
+            f"{out}: no training clip survived ({len(videos)} videos, {len(clips)} clips, "
+            f"{len(kept)} kept); {describe_unusable(manifest['unusable']) or 'no video was read'}"
         )
 
     accumulator = SpectralStatsAccumulator(config.num_freqs)
@@ -473,7 +555,7 @@ def _check_settings(out: Path, settings: PrepareSettings) -> None:
             )
             raise ValueError(
                 f"{out} was prepared with other settings ({', '.join(changed)} differ); "
-                "use a new --out folder, or the same settings to resume"
+                "use a new --output_dir, or the same settings to resume"
             )
     else:
         write_json_atomic(path, wanted)
@@ -532,8 +614,12 @@ def prepare(
         def account(record: dict) -> None:
             nonlocal clips_done
             clips_done += len(record["clips"])
-            if record["status"] == "failed":
+            if record.get("reason"):  # unreadable, truncated or too short: no clip at all
                 log(f"skipped {record['source']}: {record['reason']}")
+            else:
+                for warning in record.get("warnings", []):
+                    if TRUNCATION_MARK in warning:
+                        log(f"warning: {warning}")
             bar.update(1)
             bar.set_postfix(
                 clips=clips_done, clips_per_s=f"{clips_done / (time.perf_counter() - started):.2f}"
@@ -563,9 +649,13 @@ def prepare(
     counts = manifest["counts"]
     log(
         f"{counts['kept']} clips kept ({counts['train']} train, {counts['val']} val) of "
-        f"{counts['clips']} from {counts['videos']} videos; rejected: "
+        f"{counts['clips']} from {counts['videos']} videos; rejected clips: "
         f"{counts['rejected_by_reason'] or 'none'}; failed videos: {counts['failed_videos']}"
     )
+    if manifest.get("split_note"):
+        log(f"note: {manifest['split_note']}")
+    if manifest["unusable"]:
+        log(describe_unusable(manifest["unusable"]))
     return manifest
 
 

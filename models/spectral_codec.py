@@ -4,7 +4,8 @@ The latent diffusion U-Net denoises latents ``(B, K, c, h, w)``; a *codec* maps 
 spectral volumes ``(B, K, 4, H, W)`` to those latents and back. Two kinds are supported:
 
 - ``AutoencoderKL``: the spectral VAE of ``models/spectral_vae.py`` (trained by
-  ``train_vae.py``), used through ``encode_spectral`` / ``decode_spectral`` (posterior mean).
+  ``train_vae.py``); each frequency slice is one image for it, latents are the posterior
+  mean (or a draw, ``sample=True``) times ``scaling_factor``.
 - ``ResampleSpectralCodec``: no learned parameters. Encode = area-average downsampling by
   ``downsample_factor``, decode = bicubic upsampling. At the same compression it is the
   baseline the VAE must beat (docs/VAE.md); until it does, the motion model can train on it.
@@ -13,6 +14,9 @@ Both are saved the same way (``save_spectral_codec``): ``save_pretrained`` (``co
 whose ``_class_name`` says which kind) plus ``motion_config.json`` and
 ``normalization.json`` beside it, so sampling never guesses K, T, fps, size or the
 normalisation. ``load_spectral_codec`` reads either kind back.
+
+This module owns the codec API (encode/decode, factor and channels, scaling factor,
+save/load); ``models/spectral_vae.py`` only builds and trains the VAE network.
 """
 
 from __future__ import annotations
@@ -30,13 +34,9 @@ from diffusers.configuration_utils import register_to_config
 
 from data.config import SPECTRAL_CHANNELS, MotionConfig
 from data.spectral import FrequencyNormalizer
-from models.spectral_vae import (
-    MOTION_CONFIG_NAME,
-    NORMALIZATION_NAME,
-    decode_spectral,
-    encode_spectral,
-    vae_downsample_factor,
-)
+
+MOTION_CONFIG_NAME = "motion_config.json"
+NORMALIZATION_NAME = "normalization.json"
 
 _HOW_TO_MAKE = (
     "make one with train_vae.py (a spectral VAE), or with "
@@ -115,17 +115,19 @@ class ResampleSpectralCodec(ModelMixin, ConfigMixin):
 
 # --------------------------------------------------------------------------- helpers
 
+SpectralCodec = AutoencoderKL | ResampleSpectralCodec
 
-def codec_downsample_factor(codec: AutoencoderKL | ResampleSpectralCodec) -> int:
+
+def codec_downsample_factor(codec: SpectralCodec) -> int:
     """Spatial factor f between a slice (H, W) and its latent (H/f, W/f)."""
     if isinstance(codec, ResampleSpectralCodec):
         return int(codec.config.downsample_factor)
     if isinstance(codec, AutoencoderKL):
-        return vae_downsample_factor(codec)
+        return 2 ** (len(codec.config.block_out_channels) - 1)
     raise TypeError(f"not a spectral codec: {type(codec).__name__}")
 
 
-def codec_latent_channels(codec: AutoencoderKL | ResampleSpectralCodec) -> int:
+def codec_latent_channels(codec: SpectralCodec) -> int:
     """Latent channels c per frequency slice."""
     if isinstance(codec, ResampleSpectralCodec):
         return int(codec.config.num_channels)
@@ -134,70 +136,112 @@ def codec_latent_channels(codec: AutoencoderKL | ResampleSpectralCodec) -> int:
     raise TypeError(f"not a spectral codec: {type(codec).__name__}")
 
 
-def encode_latents(
-    codec: AutoencoderKL | ResampleSpectralCodec,
-    spectral: torch.Tensor,
+def _check_spectral(codec: SpectralCodec, spectral: torch.Tensor) -> None:
+    if spectral.ndim != 5 or spectral.shape[2] != len(SPECTRAL_CHANNELS):
+        raise ValueError(f"spectral must be (B, K, 4, H, W), got shape {tuple(spectral.shape)}")
+    factor = codec_downsample_factor(codec)
+    if spectral.shape[-2] % factor or spectral.shape[-1] % factor:
+        raise ValueError(
+            f"spectral size {spectral.shape[-1]}x{spectral.shape[-2]} (WxH) must be a multiple "
+            f"of the codec's downsampling factor {factor}"
+        )
+
+
+def _chunks(x: torch.Tensor, chunk_size: int | None) -> list[torch.Tensor]:
+    return [x] if not chunk_size else list(x.split(chunk_size))
+
+
+def _encode_unscaled(
+    codec: SpectralCodec,
+    slices: torch.Tensor,
+    sample: bool = False,
     generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Slices ``(N, 4, H, W)`` -> latents ``(N, c, h, w)`` before ``scaling_factor``."""
+    if isinstance(codec, AutoencoderKL):
+        posterior = codec.encode(slices).latent_dist
+        return posterior.sample(generator) if sample else posterior.mode()
+    return codec.encode(slices) / codec.config.scaling_factor
+
+
+def encode_latents(
+    codec: SpectralCodec,
+    spectral: torch.Tensor,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Normalised spectral volumes ``(B, K, 4, H, W)`` -> scaled latents ``(B, K, c, h, w)``.
 
-    The VAE gives its posterior mean (``generator`` is accepted for a sampling codec and is
-    unused by both current kinds).
+    Each frequency slice is one image for the codec; latents are multiplied by the codec's
+    ``scaling_factor`` (unit variance over training data once it is set).
+
+    Args:
+        sample: a VAE draws from its posterior (with ``generator``) instead of taking the
+            mean; the resample codec is deterministic either way.
+        chunk_size: at most this many slices per codec call (memory); None: all at once.
     """
-    del generator  # both codecs are deterministic
-    if isinstance(codec, AutoencoderKL):
-        return encode_spectral(codec, spectral, sample=False)
-    if spectral.ndim != 5 or spectral.shape[2] != len(SPECTRAL_CHANNELS):
-        raise ValueError(f"spectral must be (B, K, 4, H, W), got shape {tuple(spectral.shape)}")
+    _check_spectral(codec, spectral)
     batch, num_freqs = spectral.shape[:2]
-    slices = spectral.flatten(0, 1).to(device=codec.device, dtype=codec.dtype)
-    return codec.encode(slices).unflatten(0, (batch, num_freqs))
+    slices = spectral.flatten(0, 1).to(device=codec.device, dtype=codec.dtype)  # (B*K, 4, H, W)
+    latents = torch.cat(
+        [_encode_unscaled(codec, c, sample, generator) for c in _chunks(slices, chunk_size)]
+    )
+    return (latents * codec.config.scaling_factor).unflatten(0, (batch, num_freqs))
 
 
 def decode_latents(
-    codec: AutoencoderKL | ResampleSpectralCodec, latents: torch.Tensor
+    codec: SpectralCodec, latents: torch.Tensor, chunk_size: int | None = None
 ) -> torch.Tensor:
     """Scaled latents ``(B, K, c, h, w)`` -> normalised spectral volumes ``(B, K, 4, H, W)``."""
-    if isinstance(codec, AutoencoderKL):
-        return decode_spectral(codec, latents)
     if latents.ndim != 5:
         raise ValueError(f"latents must be (B, K, c, h, w), got shape {tuple(latents.shape)}")
     batch, num_freqs = latents.shape[:2]
     flat = latents.flatten(0, 1).to(device=codec.device, dtype=codec.dtype)
-    return codec.decode(flat).unflatten(0, (batch, num_freqs))
+    if isinstance(codec, AutoencoderKL):
+        flat = flat / codec.config.scaling_factor
+        slices = torch.cat([codec.decode(chunk).sample for chunk in _chunks(flat, chunk_size)])
+    else:
+        slices = torch.cat([codec.decode(chunk) for chunk in _chunks(flat, chunk_size)])
+    return slices.unflatten(0, (batch, num_freqs))
 
 
 @torch.no_grad()
 def compute_codec_scaling_factor(
-    codec: AutoencoderKL | ResampleSpectralCodec,
-    dataset: Iterable,
-    num_samples: int = 16,
+    codec: SpectralCodec, dataset: Iterable, num_samples: int = 16, chunk_size: int | None = 64
 ) -> float:
-    """1 / std of the *unscaled* latents of the first ``num_samples`` items of ``dataset``.
+    """1 / std of the *unscaled* latents (posterior mean) of the first ``num_samples`` items.
 
     Args:
         dataset: items with a ``"spectral"`` tensor ``(K, 4, H, W)`` (a
-            ``SpectralVolumeDataset``) or tensors ``(K, 4, H, W)``.
+            ``SpectralVolumeDataset``), tensors ``(K, 4, H, W)`` or batches
+            ``(B, K, 4, H, W)``; H and W multiples of the codec's factor.
     """
-    current = float(codec.config.scaling_factor)
     total, total_sq, count = 0.0, 0.0, 0
     for index, item in enumerate(dataset):
         if index >= num_samples:
             break
         spectral = item["spectral"] if isinstance(item, dict) else item
-        latents = encode_latents(codec, spectral[None]).double() / current
-        total += latents.sum().item()
-        total_sq += latents.square().sum().item()
-        count += latents.numel()
+        spectral = spectral[None] if spectral.ndim == 4 else spectral
+        _check_spectral(codec, spectral)
+        slices = spectral.flatten(0, 1).to(device=codec.device, dtype=codec.dtype)
+        for chunk in _chunks(slices, chunk_size):
+            latents = _encode_unscaled(codec, chunk).double()
+            total += latents.sum().item()
+            total_sq += latents.square().sum().item()
+            count += latents.numel()
     if count == 0:
         raise ValueError("compute_codec_scaling_factor: the dataset is empty")
     variance = total_sq / count - (total / count) ** 2
     if not math.isfinite(variance) or variance <= 0:
-        raise ValueError(f"compute_codec_scaling_factor: latent variance is {variance}")
+        raise ValueError(
+            f"compute_codec_scaling_factor: latent variance is {variance}; is the codec trained "
+            "and the data finite?"
+        )
     return 1.0 / math.sqrt(variance)
 
 
-def set_codec_scaling_factor(codec: AutoencoderKL | ResampleSpectralCodec, value: float) -> None:
+def set_codec_scaling_factor(codec: SpectralCodec, value: float) -> None:
     """Record ``scaling_factor`` in the codec's config (saved by ``save_pretrained``)."""
     codec.register_to_config(scaling_factor=float(value))
 
@@ -206,7 +250,7 @@ def set_codec_scaling_factor(codec: AutoencoderKL | ResampleSpectralCodec, value
 
 
 def save_spectral_codec(
-    codec: AutoencoderKL | ResampleSpectralCodec,
+    codec: SpectralCodec,
     out_dir: str | Path,
     motion_config: MotionConfig,
     normalization: str | Path | FrequencyNormalizer,
@@ -264,7 +308,10 @@ def load_spectral_codec(
 
 
 __all__ = [
+    "MOTION_CONFIG_NAME",
+    "NORMALIZATION_NAME",
     "ResampleSpectralCodec",
+    "SpectralCodec",
     "codec_downsample_factor",
     "codec_latent_channels",
     "compute_codec_scaling_factor",

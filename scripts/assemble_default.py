@@ -1,7 +1,7 @@
 """Assemble a sample.py model folder from train_unet.py's output and a trained renderer.
 
     python scripts/assemble_default.py --unet_output OUT/unet_stage2 --renderer OUT/renderer \
-        --out weights/default
+        --output_dir weights/default
 
 Writes a ``MotionPipeline`` folder (model_index.json, codec/ = the spectral codec, unet/,
 scheduler/ = DDIM, renderer/ = the learned renderer, the motion config and normalisation
@@ -25,11 +25,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--unet_output", required=True, help="a finished train_unet.py output_dir")
     parser.add_argument("--renderer", help="a FrameSynthesisModel folder (save_pretrained)")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--output_dir", help="the sample.py model folder to write (required)")
+    # the old spelling, kept as a hidden alias
+    parser.add_argument(
+        "--out", dest="output_dir", help=argparse.SUPPRESS, default=argparse.SUPPRESS
+    )
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
+    if args.output_dir is None:
+        parser.error("--output_dir is required")
 
-    out = Path(args.out)
+    out = Path(args.output_dir)
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
             raise SystemExit(f"error: {out} is not empty; pass --overwrite to replace it")

@@ -6,7 +6,7 @@ videos then go through ``prepare_data.py`` like any real footage. The bundled ex
 photos (``data/examples``) are left out of training so the examples show unseen photos.
 
     python scripts/make_default_data.py --photos ../shared/data/photos/permissive \
-        --out outputs/default_data/videos --clips_per_photo 6 --seed 1
+        --output_dir outputs/default_data/videos --clips_per_photo 6 --seed 1
 
 ``--variants_per_photo N`` adds N - 1 augmented copies of every photo before animating
 it: a random crop (35-100 % of the area), a random hue rotation (most of them), and
@@ -112,7 +112,11 @@ def augmented_photos(photos: list[Path], variants: int, out_dir: Path, seed: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", nargs="+", required=True, help="files, folders or globs")
-    parser.add_argument("--out", required=True, help="folder for the mp4 + npz clips")
+    parser.add_argument("--output_dir", help="folder for the mp4 + npz clips (required)")
+    # the old spelling, kept as a hidden alias
+    parser.add_argument(
+        "--out", dest="output_dir", help=argparse.SUPPRESS, default=argparse.SUPPRESS
+    )
     parser.add_argument("--clips_per_photo", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skimage", action="store_true", help="add scikit-image's photos")
@@ -124,23 +128,28 @@ def main() -> None:
         "--include_examples", action="store_true", help="keep data/examples photos (eval sets)"
     )
     args = parser.parse_args()
+    if args.output_dir is None:
+        parser.error("--output_dir is required")
 
     example_names = {p.name for p in EXAMPLES_DIR.glob("*")} if EXAMPLES_DIR.is_dir() else set()
     photos = [p for spec in args.photos for p in collect_images(spec)]
     if not args.include_examples:
         photos = [p for p in photos if p.name not in example_names]
     if args.skimage:
-        photos += skimage_photos(Path(args.out).parent / "skimage_photos")
-    photos += video_first_frames(args.video_frames, Path(args.out).parent / "video_frames")
+        photos += skimage_photos(Path(args.output_dir).parent / "skimage_photos")
+    photos += video_first_frames(args.video_frames, Path(args.output_dir).parent / "video_frames")
     if args.variants_per_photo > 1:
         photos = augmented_photos(
-            photos, args.variants_per_photo, Path(args.out).parent / "augmented_photos", args.seed
+            photos,
+            args.variants_per_photo,
+            Path(args.output_dir).parent / "augmented_photos",
+            args.seed,
         )
-    print(f"{len(photos)} photos x {args.clips_per_photo} clips -> {args.out}")
+    print(f"{len(photos)} photos x {args.clips_per_photo} clips -> {args.output_dir}")
     for photo in photos:
         load_image(photo)  # fail early, with a clear message, on an unreadable photo
     written = write_synthetic_dataset(
-        photos, args.out, clips_per_photo=args.clips_per_photo, seed=args.seed
+        photos, args.output_dir, clips_per_photo=args.clips_per_photo, seed=args.seed
     )
     print(f"wrote {len(written)} clips")
 

@@ -15,11 +15,11 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # one thread per process beat two
 
 # 1. Motion training data: the permissive photos + scikit-image's photos, animated with
 #    synthetic motion (6 clips each), then prepared like real footage. The bundled
-#    examples (data/examples) are left out. Still scenes are kept (--min-distinct-fraction 0).
+#    examples (data/examples) are left out. Still scenes are kept (--min_distinct_fraction 0).
 python scripts/make_default_data.py --photos "$DATA/photos/permissive" --skimage \
-    --out "$OUT/videos" --clips_per_photo 6 --seed 1
-python prepare_data.py --videos "$OUT/videos" --out "$OUT/prepared" --num-workers 1 \
-    --val-fraction 0.1 --min-distinct-fraction 0 --no-progress
+    --output_dir "$OUT/videos" --clips_per_photo 6 --seed 1
+python prepare_data.py --videos "$OUT/videos" --output_dir "$OUT/prepared" --num_workers 1 \
+    --val_fraction 0.1 --min_distinct_fraction 0 --no_progress
 
 # 2a. Motion U-Net, stage 1 (2-D, one frequency slice per volume), on the resampling codec
 #     (it beats the CPU-trained VAE: docs/VAE.md).
@@ -35,9 +35,9 @@ UNET="--block_out_channels 32 64 128 --layers_per_block 1 --attention_head_dim 3
 #     (and sway) or stop being green (and stay still).
 python scripts/make_default_data.py --photos "$DATA/photos/permissive" --skimage \
     --video_frames "$DATA/videos/tree.avi" "$DATA/videos/bikes.mp4" --variants_per_photo 14 \
-    --out "$OUT/videos_v2" --clips_per_photo 1 --seed 2
-python prepare_data.py --videos "$OUT/videos_v2" --out "$OUT/prepared_v2" --num-workers 1 \
-    --val-fraction 0.05 --min-distinct-fraction 0 --no-progress
+    --output_dir "$OUT/videos_v2" --clips_per_photo 1 --seed 2
+python prepare_data.py --videos "$OUT/videos_v2" --output_dir "$OUT/prepared_v2" --num_workers 1 \
+    --val_fraction 0.05 --min_distinct_fraction 0 --no_progress
 
 # 2c. Stage 1 goes on from 2a on the round-2 data, then stage 2 adds frequency attention.
 [ -d "$OUT/unet_stage1_v2/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared_v2" \
@@ -97,4 +97,4 @@ done
 # 4. Assemble weights/default: the motion pipeline (codec + U-Net + scheduler + config +
 #    normalisation) and the renderer in weights/default/renderer.
 python scripts/assemble_default.py --unet_output "$OUT/unet_stage2" --renderer "$OUT/renderer_ft2" \
-    --out weights/default
+    --output_dir weights/default

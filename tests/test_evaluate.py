@@ -186,3 +186,31 @@ def test_motion_metrics_baselines_through_the_cli(tmp_path, capsys):
         capsys,
     )
     assert code == 2 and "motion model folder not found" in err
+
+
+def test_a_corrupt_motion_model_file_is_a_clear_error(tmp_path, capsys, one_torch_thread):
+    from diffusers import DDIMScheduler
+
+    from data.spectral import FrequencyNormalizer
+    from models.motion_unet import MotionUNet
+    from models.pipeline_motion import MotionPipeline
+    from models.spectral_codec import ResampleSpectralCodec
+    from tests.test_motion_metrics import CONFIG, write_tiny_prepared
+
+    data = write_tiny_prepared(tmp_path / "data")
+    unet = MotionUNet(num_freqs=4, image_downsample_factor=4, image_embed_channels=4,
+                      block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+                      attention_head_dim=8)  # fmt: skip
+    # Positional components: the codec's keyword is being renamed (vae -> codec).
+    MotionPipeline(
+        ResampleSpectralCodec(downsample_factor=4), unet, DDIMScheduler(num_train_timesteps=100),
+        motion_config=CONFIG.to_dict(),
+        normalization=FrequencyNormalizer.load_json(data / "normalization.json").to_dict(),
+    ).save_pretrained(tmp_path / "model")  # fmt: skip
+    weights = tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100] + b"\0garbage" * 10)
+    code, _, err = _run(["--motion_data", str(data), "--motion_model", str(tmp_path / "model"),
+                         "--out", str(tmp_path / "out")], capsys)  # fmt: skip
+    assert code == 2, err
+    assert "cannot load the motion model" in err and str(tmp_path / "model") in err
+    assert "Traceback" not in err

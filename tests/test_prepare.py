@@ -62,7 +62,9 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-CLI_SIZE = ["--frames", "40", "--fps", "20", "--num-freqs", "8", "--size", "128x80"]
+CLI_SIZE = ["--num_frames", "40", "--fps", "20", "--num_freqs", "8", "--size", "128x80"]
+# The spellings from before the flags were unified: still accepted (hidden aliases).
+OLD_CLI_SIZE = ["--frames", "40", "--fps", "20", "--num-freqs", "8", "--size", "128x80"]
 
 
 def spectral_files(out: Path) -> dict[str, np.ndarray]:
@@ -215,19 +217,19 @@ def resize_half(image: np.ndarray) -> np.ndarray:
 
 def test_folder_without_videos_and_unwritable_output(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = run_cli("--videos", str(tmp_path / "empty"), "--out", str(tmp_path / "out"))
+    result = run_cli("--videos", str(tmp_path / "empty"), "--output_dir", str(tmp_path / "out"))
     assert result.returncode == 2 and "no videos found" in result.stderr
-    result = run_cli("--videos", str(tmp_path / "missing"), "--out", str(tmp_path / "out"))
+    result = run_cli("--videos", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out"))
     assert result.returncode == 2 and "no such file or folder" in result.stderr
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    result = run_cli("--videos", str(tmp_path / "empty"), "--out", str(blocker / "out"))
+    result = run_cli("--videos", str(tmp_path / "empty"), "--output_dir", str(blocker / "out"))
     assert result.returncode == 2
 
 
 def test_unknown_flow_method_fails_before_any_work(synthetic_videos, tmp_path):
-    result = run_cli("--videos", str(synthetic_videos), "--out", str(tmp_path / "out"),
-                     "--flow", "nonsense", *CLI_SIZE)  # fmt: skip
+    result = run_cli("--videos", str(synthetic_videos), "--output_dir", str(tmp_path / "out"),
+                     "--flow_method", "nonsense", *CLI_SIZE)  # fmt: skip
     assert result.returncode == 2 and "nonsense" in result.stderr
     assert not (tmp_path / "out" / "videos").exists()
 
@@ -235,12 +237,12 @@ def test_unknown_flow_method_fails_before_any_work(synthetic_videos, tmp_path):
 @pytest.mark.slow
 def test_killed_run_resumes_and_loses_nothing(synthetic_videos, tmp_path):
     args = ["--videos", str(synthetic_videos), "--val-fraction", "0.25", *CLI_SIZE]
-    reference = run_cli(*args, "--out", str(tmp_path / "reference"))
+    reference = run_cli(*args, "--output_dir", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr
 
     out = tmp_path / "killed"
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "prepare_data.py"), *args, "--out", str(out),
+        [sys.executable, str(ROOT / "prepare_data.py"), *args, "--output_dir", str(out),
          "--no-progress"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -253,7 +255,7 @@ def test_killed_run_resumes_and_loses_nothing(synthetic_videos, tmp_path):
     assert done_before < 4, "the run finished before it could be killed"
     assert not (out / "manifest.json").exists()
 
-    resumed = run_cli(*args, "--out", str(out))
+    resumed = run_cli(*args, "--output_dir", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert f"{4 - done_before} of 4 videos" in resumed.stdout
     a, b = spectral_files(tmp_path / "reference"), spectral_files(out)
@@ -263,9 +265,11 @@ def test_killed_run_resumes_and_loses_nothing(synthetic_videos, tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_give_the_same_result(synthetic_videos, tmp_path):
-    one = run_cli("--videos", str(synthetic_videos), "--out", str(tmp_path / "one"), *CLI_SIZE)
+    one = run_cli("--videos", str(synthetic_videos), "--output_dir", str(tmp_path / "one"),
+                  *CLI_SIZE)  # fmt: skip
+    # Two workers, spelled the old way (kebab-case, --out): the hidden aliases still work.
     two = run_cli("--videos", str(synthetic_videos), "--out", str(tmp_path / "two"),
-                  "--num-workers", "2", *CLI_SIZE)  # fmt: skip
+                  "--num-workers", "2", *OLD_CLI_SIZE)  # fmt: skip
     assert one.returncode == 0 and two.returncode == 0, two.stderr
     a, b = spectral_files(tmp_path / "one"), spectral_files(tmp_path / "two")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
@@ -289,3 +293,71 @@ def test_filters_are_recorded_in_dataset_json(synthetic_videos, tmp_path):
     assert saved["filters"]["max_global_motion"] == 3.0
     assert saved["config"] == CONFIG.to_dict()
     assert os.access(tmp_path / "manifest.json", os.R_OK)
+
+
+def test_truncated_and_too_short_videos_are_named_and_the_usable_one_trains(tmp_path):
+    """A file cut short (the first 20% of a good mp4) is reported as truncated, on screen
+    and in the summary; the one usable video trains even if its hash sent it to val."""
+    from data.prepare import assign_splits, video_id
+
+    long = MotionConfig(num_frames=120, fps=20.0, num_freqs=8, width=128, height=80)
+    write_synthetic_dataset([textured_photo(1)], tmp_path / "syn", clips_per_photo=1, seed=7,
+                            config=long)  # fmt: skip
+    good = sorted((tmp_path / "syn").glob("*.mp4"))[0].read_bytes()
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "cut.mp4").write_bytes(good[: len(good) // 5])
+    # A name whose hash puts the good video in val (the case that used to leave no train).
+    for i in range(100):
+        name = f"good{i}.mp4"
+        ids = [video_id(folder / n, folder) for n in (name, "cut.mp4")]
+        if assign_splits(ids, 0.1)[ids[0]] == "val":
+            break
+    (folder / name).write_bytes(good)
+    lines: list[str] = []
+    manifest = prepare(folder, tmp_path / "out", settings(val_fraction=0.1), progress=False,
+                       log=lines.append)  # fmt: skip
+    screen = "\n".join(lines)
+    assert "skipped" in screen and "cut.mp4: truncated or damaged file" in screen, screen
+    assert "unusable videos: cut.mp4: truncated" in screen, screen
+    assert f"{name} was assigned to val but is the only video that yielded clips" in screen
+    assert manifest["counts"]["train"] >= 1 and manifest["counts"]["val"] == 0
+    by_name = {Path(v["source"]).name: v for v in manifest["videos"]}
+    assert by_name[name]["split"] == "train"
+    assert by_name["cut.mp4"]["reason"].startswith("truncated or damaged file: decoding stopped")
+    # The promotion is on disk: a second run agrees and trains on it.
+    assert prepare(folder, tmp_path / "out", settings(val_fraction=0.1), progress=False,
+                   log=lines.append)["counts"]["train"] == manifest["counts"]["train"]  # fmt: skip
+
+
+def test_no_usable_video_names_each_and_why(tmp_path):
+    from data.video import write_mp4
+
+    photo = textured_photo(0, 128, 80)
+    folder = tmp_path / "videos"
+    write_mp4(np.stack([np.roll(photo, i, axis=1) for i in range(20)]), folder / "short.mp4",
+              fps=20)  # fmt: skip
+    (folder / "junk.mp4").write_text("not a video")
+    with pytest.raises(ValueError, match=r"unusable videos: .*short.mp4: too short: 0.9\d s"):
+        prepare(folder, tmp_path / "out", settings(), progress=False, log=lambda *a: None)
+
+
+def test_old_flag_spellings_are_hidden_aliases_of_the_snake_case_ones():
+    import prepare_data
+
+    old = prepare_data.parse_args(["--videos", "v", "--out", "o", "--frames", "10", "--num-freqs",
+                                   "4", "--flow", "farneback", "--flow-preset", "fast",
+                                   "--val-fraction", "0.2", "--num-workers", "3", "--no-progress"])  # fmt: skip
+    new = prepare_data.parse_args(["--videos", "v", "--output_dir", "o", "--num_frames", "10",
+                                   "--num_freqs", "4", "--flow_method", "farneback",
+                                   "--flow_preset", "fast", "--val_fraction", "0.2",
+                                   "--num_workers", "3", "--no_progress"])  # fmt: skip
+    assert vars(old) == vars(new)
+    assert new.num_freqs == 4 and new.flow_method == "farneback" and new.no_progress
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), pytest.raises(SystemExit):
+        prepare_data.parse_args(["--help"])
+    assert "--num_freqs" in buffer.getvalue() and "--num-freqs" not in buffer.getvalue()

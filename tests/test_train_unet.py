@@ -250,3 +250,101 @@ def test_two_process_data_parallel_on_cpu(prepared, tmp_path):
     assert "2 process(es)" in log
     assert checkpoint_steps(out) == [2]
     assert MotionUNet.from_pretrained(out / "unet").config.frequency_attention
+
+
+def test_output_dir_is_a_pipeline_that_sample_py_loads(prepared, tmp_path):
+    """train_unet.py ends with model_index.json: sample.py --model <output_dir> animates."""
+    import sample
+    from models.pipeline_motion import MotionPipeline
+    from tests.test_prepare import textured_photo as photo
+
+    out = tmp_path / "run"
+    train(prepared, out, "--stage", "2", "--max_train_steps", "1", "--checkpointing_steps", "0")
+    assert (out / "model_index.json").is_file()
+    pipeline = MotionPipeline.from_pretrained(out)
+    assert pipeline.motion_config == CONFIG
+    image = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.fromarray(photo(9)).save(image)
+    code = sample.main(["--model", str(out), "--image", str(image), "--output",
+                        str(tmp_path / "gif"), "--renderer", "softsplat", "--num_frames", "4",
+                        "--num_inference_steps", "2", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    assert list((tmp_path / "gif").glob("*.gif"))
+
+
+def test_zero_intervals_mean_never(prepared, tmp_path):
+    out = tmp_path / "never"
+    train(prepared, out, "--max_train_steps", "2", "--checkpointing_steps", "0",
+          "--validation_steps", "0")  # fmt: skip
+    assert checkpoint_steps(out) == [] and not (out / "validation").exists()
+    assert (out / "unet" / "config.json").is_file()
+
+
+def test_a_crafted_pickle_in_a_checkpoint_is_refused_not_run(prepared, tmp_path):
+    out = tmp_path / "pickle"
+    train(prepared, out, "--max_train_steps", "1", "--checkpointing_steps", "1", "--use_ema")
+    assert (out / "checkpoint-1" / "ema.safetensors").is_file()
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"x": Payload()}, out / "checkpoint-1" / "custom_checkpoint_0.pkl")
+    with pytest.raises(SystemExit, match="custom_checkpoint_0.pkl.*refused"):
+        train(prepared, out, "--max_train_steps", "2", "--use_ema",
+              "--resume_from_checkpoint", "latest")  # fmt: skip
+    assert not marker.exists()
+
+
+def test_resume_with_other_use_ema_is_a_clear_error(prepared, tmp_path):
+    out = tmp_path / "ema"
+    train(prepared, out, "--max_train_steps", "1", "--checkpointing_steps", "1")
+    with pytest.raises(SystemExit, match="saved without --use_ema"):
+        train(prepared, out, "--max_train_steps", "2", "--use_ema",
+              "--resume_from_checkpoint", "latest")  # fmt: skip
+
+
+KILL_DURING_SECOND_SAVE = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import accelerate
+import train_unet
+
+real, saves = accelerate.Accelerator.save_state, []
+
+def save_then_die(self, output_dir=None, **kwargs):
+    saves.append(output_dir)
+    result = real(self, output_dir, **kwargs)
+    if len(saves) == 2:  # the files of checkpoint-2 are written, the save is not complete
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+accelerate.Accelerator.save_state = save_then_die
+train_unet.main(sys.argv[1:])
+"""
+
+
+def test_sigkill_during_a_save_with_limit_1_keeps_the_previous_checkpoint(prepared, tmp_path):
+    """The issue's reproduction: --checkpoints_total_limit 1 and kill -9 while checkpoint-2
+    is being saved. checkpoint-1 must survive and `latest` must resume from it (it used
+    to be deleted first, and the resume silently started again at step 0)."""
+    script = tmp_path / "kill_during_save.py"
+    script.write_text(KILL_DURING_SECOND_SAVE.format(root=str(ROOT)))
+    out = tmp_path / "killed"
+    args = ["--train_data_dir", str(prepared), "--output_dir", str(out), *TINY,
+            "--checkpointing_steps", "1", "--checkpoints_total_limit", "1"]  # fmt: skip
+    killed = subprocess.run(
+        [sys.executable, str(script), *args, "--max_train_steps", "3"], cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert checkpoint_steps(out) == [1], sorted(p.name for p in out.iterdir())
+    assert (out / ".partial-checkpoint-2").is_dir()  # the interrupted save, never listed
+    resumed = run_cli(*args, "--max_train_steps", "2", "--resume_from_checkpoint", "latest")
+    log, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, log
+    assert "(step 1)" in log and checkpoint_steps(out) == [2]
+    assert not (out / ".partial-checkpoint-2").exists()

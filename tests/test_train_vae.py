@@ -19,7 +19,8 @@ import train_vae
 from data.config import MotionConfig
 from data.prepare import PrepareSettings, prepare
 from data.synthetic import write_synthetic_dataset
-from models.spectral_vae import load_spectral_vae
+from models.spectral_codec import load_spectral_codec
+from models.training_utils import list_checkpoints
 from tests.test_prepare import textured_photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +51,7 @@ def train(data: Path, out: Path, *extra: str) -> None:
 
 
 def checkpoint_steps(out: Path) -> list[int]:
-    return [int(p.name.split("-")[1]) for p in train_vae.list_checkpoints(out)]
+    return [int(p.name.split("-")[1]) for p in list_checkpoints(out)]
 
 
 def test_trains_saves_and_resumes(prepared, tmp_path):
@@ -61,7 +62,7 @@ def test_trains_saves_and_resumes(prepared, tmp_path):
     state = json.loads((out / "checkpoint-2" / "training_state.json").read_text())
     assert state["global_step"] == 2 and state["data_config"] == CONFIG.to_dict()
     assert list((out / "validation").glob("*.png"))
-    vae, config, normalizer = load_spectral_vae(out / "vae")
+    vae, config, normalizer = load_spectral_codec(out / "vae")
     assert config == CONFIG
     copied = (out / "vae" / "normalization.json").read_bytes()
     assert copied == (prepared / "normalization.json").read_bytes()
@@ -86,8 +87,8 @@ def test_resume_continues_where_it_stopped(prepared, tmp_path):
     train(prepared, split, "--max_train_steps", "2", "--checkpointing_steps", "2")
     train(prepared, split, "--max_train_steps", "4", "--checkpointing_steps", "4",
           "--resume_from_checkpoint", "latest")  # fmt: skip
-    a = load_spectral_vae(straight / "vae")[0].state_dict()
-    b = load_spectral_vae(split / "vae")[0].state_dict()
+    a = load_spectral_codec(straight / "vae")[0].state_dict()
+    b = load_spectral_codec(split / "vae")[0].state_dict()
     # Posterior sampling draws from the global RNG, restored by accelerate: close, not bitwise.
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
@@ -192,5 +193,20 @@ def test_two_process_data_parallel_on_cpu(prepared, tmp_path):
     assert process.returncode == 0, log
     assert "2 process(es)" in log
     assert checkpoint_steps(out) == [2]
-    vae, config, _ = load_spectral_vae(out / "vae")
+    vae, config, _ = load_spectral_codec(out / "vae")
     assert config == CONFIG
+
+
+def test_zero_intervals_mean_never(prepared, tmp_path):
+    out = tmp_path / "never"
+    train(prepared, out, "--max_train_steps", "2", "--checkpointing_steps", "0",
+          "--validation_steps", "0")  # fmt: skip
+    assert checkpoint_steps(out) == [] and not (out / "validation").exists()
+    assert (out / "vae" / "config.json").is_file()
+
+
+def test_resume_with_other_use_ema_is_a_clear_error(prepared, tmp_path):
+    out = tmp_path / "ema"
+    train(prepared, out, "--max_train_steps", "1", "--checkpointing_steps", "1", "--use_ema")
+    with pytest.raises(SystemExit, match="saved with --use_ema; resume with --use_ema"):
+        train(prepared, out, "--max_train_steps", "2", "--resume_from_checkpoint", "latest")
