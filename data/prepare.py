@@ -461,6 +461,10 @@ def merge(out: str | Path, num_previews: int = 6) -> dict:
     from data.visualize import flow_to_color, plot_power_spectrum
 
     out = Path(out)
+    # Every shard is done when the merge runs: a temporary file still here is the remains
+    # of a write that a kill interrupted (its record was redone on resume), never needed.
+    for stale in out.rglob(".*.tmp"):
+        stale.unlink(missing_ok=True)
     dataset = _read_json(out / "dataset.json")
     config = MotionConfig.from_dict(dataset["config"])
     videos = [_read_json(p) for p in sorted((out / "videos").glob("*.json"))]
