@@ -1,0 +1,466 @@
+"""The web demo: upload a photo, animate it, paint what may move, poke it, download the result.
+
+    python app.py                      # http://127.0.0.1:7860, the shipped weights, CPU or GPU
+    python app.py --port 8080 --model weights/default --device cuda
+
+Everything runs on this machine and nothing is fetched at run time: Gradio's analytics and
+version check are off, its fonts and scripts come from the installed package, and no share
+link is made. The page is served on 127.0.0.1 unless ``--host`` says otherwise.
+
+Every step of the work is the one motion pipeline's (``models.pipeline_motion.MotionPipeline``:
+sampling, mask, amplitude, speed, output size, rendering); the poke response is
+``models.interactive_dynamics.poke_response`` rendered by the same pipeline's ``render``. This
+file holds the page, input checks and file writing only. docs/INTERACTIVE.md describes the
+controls and the poke maths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+# Before gradio is imported: no analytics and no version check (both would call out).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent
+DEFAULT_MODEL = REPO_ROOT / "weights" / "default"
+EXAMPLES_DIR = REPO_ROOT / "data" / "examples"
+EXAMPLES = sorted(str(path) for path in EXAMPLES_DIR.glob("*.jpg"))
+# Long side of the output in px; 256 is the model's own size (fast on a CPU).
+OUTPUT_SIDES = (256, 384, 512, 768, 1024)
+DEFAULT_GUIDANCE_SCALE = 4.0  # as sample.py (docs/SAMPLING.md: confines motion to what moves)
+DEFAULT_FRAMES = 60
+DEFAULT_FPS = 30.0
+POKE_SECONDS = 2.0  # length of a poke's response clip
+MAX_UPLOAD = "25mb"
+RENDERERS = ("synthesis", "softsplat", "average", "remap")
+EDITOR_SIDE = 512  # the mask canvas shows the photo at most this large
+# The page's progress bar follows the pipeline's own tqdm bars (denoising steps, rendering).
+TQDM_PROGRESS = gr.Progress(track_tqdm=True)
+
+
+@dataclass
+class Motion:
+    """One session's last animation, kept (gr.State) so pokes need no new sampling.
+
+    Attributes:
+        photo: ``(H, W, 3)`` uint8, the photo at the output size.
+        spectral: ``(K, 4, H, W)`` float32 px, amplitude and mask applied.
+        fps: frame rate of the clips, Hz; speed: playback speed the user chose.
+        renderer: the renderer the animation used.
+    """
+
+    photo: np.ndarray
+    spectral: np.ndarray
+    fps: float
+    speed: float
+    renderer: str
+
+
+class UserError(ValueError):
+    """A problem with the user's input, shown as a one-line message in the page."""
+
+
+def output_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """``(W, H)`` with the photo's aspect, the long side ``long_side``, both sides even (MP4)."""
+    scale = long_side / max(width, height)
+    return (max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2))
+
+
+def mask_from_editor(editor: dict | None) -> np.ndarray | None:
+    """The painted brush layer -> ``(H, W)`` float32 "may move" mask, or None (nothing painted).
+
+    Painted pixels (alpha > 0 on any layer) may move; the rest stays still. The pipeline
+    resizes the mask to the photo.
+    """
+    if not editor or not editor.get("layers"):
+        return None
+    painted = None
+    for layer in editor["layers"]:
+        if layer is None:
+            continue
+        layer = np.asarray(layer)
+        alpha = layer[..., 3] if layer.ndim == 3 and layer.shape[2] == 4 else layer.max(axis=-1)
+        painted = alpha > 0 if painted is None else painted | (alpha > 0)
+    if painted is None or not painted.any():
+        return None
+    return painted.astype(np.float32)
+
+
+def write_clip(frames: np.ndarray, fps: float, stem: str) -> tuple[str, str]:
+    """Write ``(N, H, W, 3)`` uint8 frames as GIF and MP4 in a fresh temp folder; their paths."""
+    from data.video import write_video
+
+    folder = Path(tempfile.mkdtemp(prefix="gid_app_"))
+    gif, mp4 = folder / f"{stem}.gif", folder / f"{stem}.mp4"
+    write_video(frames, gif, fps=fps)
+    write_video(frames, mp4, fps=fps)
+    return str(gif), str(mp4)
+
+
+class Demo:
+    """The demo's work, independent of the page (tests call these methods directly).
+
+    Args:
+        pipe: a ``MotionPipeline`` (with its renderer) on its device.
+    """
+
+    def __init__(self, pipe, num_inference_steps: int = 25) -> None:
+        self.pipe = pipe
+        self.num_inference_steps = num_inference_steps
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def load_photo(self, path: str | None):
+        """An uploaded file -> ``(photo (H, W, 3) uint8, editor value, message)``."""
+        from data.images import load_image
+
+        if not path:
+            return None, None, "Upload a photo or pick an example."
+        try:
+            image = load_image(path)
+        except (ValueError, FileNotFoundError) as error:
+            raise UserError(f"{Path(path).name}: {_reason(error, path)}") from None
+        photo = np.asarray(image)
+        preview = image.copy()
+        preview.thumbnail((EDITOR_SIDE, EDITOR_SIDE))
+        editor = {"background": np.asarray(preview), "layers": [], "composite": None}
+        height, width = photo.shape[:2]
+        return (
+            photo,
+            editor,
+            f"Loaded a {width}x{height} photo. Paint what may move, or not, and press Animate.",
+        )
+
+    # -- animation ----------------------------------------------------------------------
+
+    def animate(
+        self,
+        photo: np.ndarray | None,
+        editor: dict | None,
+        amplitude: float,
+        speed: float,
+        loop: bool,
+        seed: float,
+        long_side: int,
+        num_frames: int,
+        renderer: str = "synthesis",
+        use_mask: bool = True,
+    ) -> tuple[str, str, Motion, str]:
+        """Sample the motion and render the animation: ``(gif, mp4, motion, message)``."""
+        import torch
+
+        if photo is None:
+            raise UserError("Upload a photo or pick an example first.")
+        amplitude, speed = (
+            _number("amplitude", amplitude, 0.0, 10.0),
+            _number("speed", speed, 0.05, 10.0),
+        )
+        seed = int(_number("seed", seed, 0, 2**31 - 1))
+        num_frames = int(_number("frames", num_frames, 2, 300))
+        long_side = int(_number("output size", long_side, 64, 1024))
+        if renderer not in RENDERERS:
+            raise UserError(f"renderer must be one of {', '.join(RENDERERS)}, got {renderer!r}")
+        mask = mask_from_editor(editor) if use_mask else None
+        size = output_size(photo.shape[1], photo.shape[0], long_side)
+        start = time.perf_counter()
+        out = self.pipe(
+            photo,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=DEFAULT_GUIDANCE_SCALE,
+            generator=torch.Generator().manual_seed(seed),
+            num_frames=num_frames,
+            fps=DEFAULT_FPS,
+            speed=speed,
+            amplitude=amplitude,
+            motion_mask=mask,
+            loop_guidance_scale=1.0 if loop else 0.0,
+            output_size=size,
+            renderer=renderer,
+            output_type="np",
+        )
+        frames = np.asarray(out.frames[0])
+        gif, mp4 = write_clip(frames, DEFAULT_FPS, f"animation_seed{seed}")
+        motion = Motion(
+            photo=np.asarray(out.images[0]),
+            spectral=np.asarray(out.spectral[0], dtype=np.float32),
+            fps=DEFAULT_FPS,
+            speed=speed,
+            renderer=renderer,
+        )
+        seconds = time.perf_counter() - start
+        where = "with your mask" if mask is not None else "the model chose what moves"
+        return (
+            gif,
+            mp4,
+            motion,
+            (
+                f"Animated {len(frames)} frames at {size[0]}x{size[1]} in {seconds:.1f} s ({where}). "
+                "Click the photo below to poke it."
+            ),
+        )
+
+    # -- poke ---------------------------------------------------------------------------
+
+    def poke(
+        self, motion: Motion | None, x: float, y: float, dx: float, dy: float, damping: float
+    ) -> tuple[str, str, str]:
+        """The response to a push at pixel ``(x, y)`` along ``(dx, dy)`` px: ``(gif, mp4, message)``."""
+        from models.interactive_dynamics import Poke, poke_response, poke_times
+
+        if motion is None:
+            raise UserError("Animate a photo first, then click it to poke.")
+        height, width = motion.photo.shape[:2]
+        x, y = _number("x", x, 0, width - 1), _number("y", y, 0, height - 1)
+        dx, dy = _number("push dx", dx, -100, 100), _number("push dy", dy, -100, 100)
+        damping = _number("damping", damping, 0.0, 0.99)
+        if dx == 0 and dy == 0:
+            raise UserError("Set a push direction (dx, dy) other than 0, 0.")
+        start = time.perf_counter()
+        num_frames = int(round(POKE_SECONDS * motion.fps))
+        disp = poke_response(
+            motion.spectral,
+            [Poke(x, y, dx, dy, 0.0)],
+            poke_times(num_frames, motion.fps, motion.speed),
+            self.pipe.motion_config.frequencies_hz(),
+            damping=damping,
+        )
+        frames = self.pipe.render(motion.photo, disp, renderer=motion.renderer)
+        gif, mp4 = write_clip(np.asarray(frames), motion.fps, f"poke_{int(x)}_{int(y)}")
+        peak = float(np.linalg.norm(disp, axis=-1).max())
+        seconds = time.perf_counter() - start
+        return (
+            gif,
+            mp4,
+            (
+                f"Poked ({x:.0f}, {y:.0f}) by ({dx:g}, {dy:g}) px: the scene swings up to "
+                f"{peak:.1f} px; {num_frames} frames in {seconds:.1f} s."
+            ),
+        )
+
+
+def _number(name: str, value, low: float, high: float) -> float:
+    """A finite number in [low, high] from a page field, or a UserError naming the field."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(value) or not low <= value <= high:
+        raise UserError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+    return value
+
+
+def _reason(error: Exception, path: str) -> str:
+    """The loader's message without the (long, temporary) upload path it starts with."""
+    text = str(error)
+    return text[len(path) + 2 :] if text.startswith(f"{path}: ") else text
+
+
+def _guard(function, outputs: int):
+    """Run a page handler; user errors and crashes become a one-line message, never a trace.
+
+    The wrapped handler returns its outputs with the message last; on an error every other
+    output is left unchanged (``gr.skip()``) and the message says what went wrong.
+    """
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (UserError, ValueError, FileNotFoundError) as error:
+            message = f"⚠️ {error}"
+        except Exception as error:  # noqa: BLE001 - a demo page must survive anything
+            traceback.print_exc(file=sys.stderr)
+            message = f"⚠️ Something went wrong ({type(error).__name__}: {error}); try again."
+        gr.Warning(message.removeprefix("⚠️ "))
+        return (*[gr.skip()] * (outputs - 1), message)
+
+    return wrapper
+
+
+def build_demo(demo: Demo):
+    """The Gradio page around ``demo``; returns an unlaunched ``gr.Blocks``."""
+
+    with gr.Blocks(title="Generative Image Dynamics", analytics_enabled=False) as page:
+        photo_state = gr.State(None)
+        motion_state = gr.State(None)
+        gr.Markdown(
+            "# Generative Image Dynamics\n"
+            "Upload a photo (or pick an example), paint what may move (optional), "
+            "**Animate**, then **click the photo** to poke it and watch it respond."
+        )
+        status = gr.Markdown("Upload a photo or pick an example.", elem_id="status")
+        with gr.Row():
+            with gr.Column():
+                upload = gr.File(label="Photo", file_count="single", elem_id="upload")
+                gr.Examples(EXAMPLES, inputs=[upload], label="Examples")
+                editor = gr.ImageEditor(
+                    label="Paint what may move (leave empty: the model decides)",
+                    sources=(),
+                    type="numpy",
+                    layers=False,
+                    transforms=(),
+                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24),
+                    elem_id="mask_editor",
+                )
+                with gr.Row():
+                    amplitude = gr.Slider(0.0, 4.0, value=1.0, step=0.1, label="Amplitude")
+                    speed = gr.Slider(0.25, 4.0, value=1.0, step=0.05, label="Speed")
+                with gr.Row():
+                    seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+                    long_side = gr.Dropdown(
+                        list(OUTPUT_SIDES),
+                        value=OUTPUT_SIDES[0],
+                        label="Output size (long side, px)",
+                    )
+                    num_frames = gr.Slider(
+                        2,
+                        300,
+                        value=DEFAULT_FRAMES,
+                        step=1,
+                        label=f"Frames (at {DEFAULT_FPS:g} fps)",
+                    )
+                with gr.Row():
+                    loop = gr.Checkbox(False, label="Seamless loop (slower)")
+                    use_mask = gr.Checkbox(True, label="Use the painted mask")
+                    renderer = gr.Dropdown(list(RENDERERS), value="synthesis", label="Renderer")
+                animate_button = gr.Button("Animate", variant="primary", elem_id="animate")
+            with gr.Column():
+                animation = gr.Image(
+                    label="Animation (GIF)", type="filepath", interactive=False, elem_id="animation"
+                )
+                animation_mp4 = gr.File(
+                    label="Download MP4", interactive=False, elem_id="animation_mp4"
+                )
+                gr.Markdown("### Poke: click a point of the photo")
+                poke_target = gr.Image(
+                    label="Click to poke", type="numpy", interactive=False, elem_id="poke_target"
+                )
+                with gr.Row():
+                    push_dx = gr.Number(8, label="Push dx (px, right)", elem_id="push_dx")
+                    push_dy = gr.Number(0, label="Push dy (px, down)", elem_id="push_dy")
+                    damping = gr.Slider(0.0, 0.5, value=0.1, step=0.01, label="Damping ratio")
+                response = gr.Image(
+                    label="Response (GIF)", type="filepath", interactive=False, elem_id="response"
+                )
+                response_mp4 = gr.File(
+                    label="Download MP4", interactive=False, elem_id="response_mp4"
+                )
+
+        def on_upload(path):
+            photo, editor_value, message = demo.load_photo(path)
+            return photo, editor_value, message
+
+        upload.change(_guard(on_upload, 3), inputs=[upload], outputs=[photo_state, editor, status])
+
+        def on_animate(photo, editor_value, amp, spd, lp, sd, side, frames, rend, masked,
+                       progress=TQDM_PROGRESS):  # fmt: skip
+            progress(0.0, desc="sampling the motion")
+            gif, mp4, motion, message = demo.animate(
+                photo, editor_value, amp, spd, lp, sd, side, frames, rend, masked
+            )
+            return gif, mp4, motion, motion.photo, message
+
+        animate_button.click(
+            _guard(on_animate, 5),
+            inputs=[
+                photo_state,
+                editor,
+                amplitude,
+                speed,
+                loop,
+                seed,
+                long_side,
+                num_frames,
+                renderer,
+                use_mask,
+            ],  # fmt: skip
+            outputs=[animation, animation_mp4, motion_state, poke_target, status],
+        )
+
+        def on_poke(motion, dx, dy, zeta, event: gr.SelectData):
+            x, y = event.index[:2]
+            return demo.poke(motion, x, y, dx, dy, zeta)
+
+        poke_target.select(
+            _guard(on_poke, 3),
+            inputs=[motion_state, push_dx, push_dy, damping],
+            outputs=[response, response_mp4, status],
+        )
+    return page
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to serve on (0.0.0.0 exposes the demo to your network)")  # fmt: skip
+    parser.add_argument("--model", default=str(DEFAULT_MODEL),
+                        help="motion pipeline folder or hub id; the shipped weights by default")  # fmt: skip
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                        help="auto: a GPU when there is one, else the CPU")  # fmt: skip
+    parser.add_argument("--num_inference_steps", type=int, default=25,
+                        help="denoising steps per animation")  # fmt: skip
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="animations computed at once; the others wait in the queue")  # fmt: skip
+    parser.add_argument("--max_queue", type=int, default=16,
+                        help="requests waiting at most; more are told to come back later")  # fmt: skip
+    args = parser.parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port must be in [1, 65535], got {args.port}")
+    for name in ("num_inference_steps", "concurrency", "max_queue"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+def load_pipeline(model: str, device_name: str):
+    """The one motion pipeline (with its renderer) on the chosen device."""
+    from generators import pick_device
+    from models.pipeline_motion import MotionPipeline
+
+    device = pick_device(device_name)
+    local = Path(model)
+    if not local.exists() and (model.startswith((".", "/", "~")) or model.count("/") != 1):
+        raise FileNotFoundError(f"--model {model}: no such model folder")
+    pipe = MotionPipeline.from_pretrained(model)
+    pipe.to(device)
+    return pipe, device
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        pipe, device = load_pipeline(args.model, args.device)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    page = build_demo(Demo(pipe, num_inference_steps=args.num_inference_steps))
+    page.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
+    print(f"serving on http://{args.host}:{args.port} (model {args.model}, device {device})")
+    page.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=False,
+        ssr_mode=False,  # no Node.js server: the page is the package's prebuilt frontend
+        max_file_size=MAX_UPLOAD,
+        show_error=False,
+        footer_links=[],
+        mcp_server=False,
+        pwa=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

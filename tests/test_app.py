@@ -1,0 +1,173 @@
+"""The web demo's work without a browser (app.Demo), on a stand-in pipeline and on the real one."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+from data.config import MotionConfig
+
+EXAMPLE = Path(app.EXAMPLES[0])
+
+
+class StandInPipeline:
+    """A stand-in with the motion pipeline's interface (``__call__``, ``render``,
+    ``motion_config``) that samples nothing: one smooth mode swinging the photo's middle.
+    For the page logic's tests; the real pipeline is tested below and in the browser test."""
+
+    motion_config = MotionConfig()
+
+    def __init__(self) -> None:
+        self.calls = []
+
+    def __call__(self, image, *, num_frames, fps, speed, amplitude, motion_mask, output_size,
+                 renderer, **kwargs):  # fmt: skip
+        from data.spectral import displacement_at_phases
+
+        self.calls.append({"motion_mask": motion_mask, "output_size": output_size, **kwargs})
+        width, height = output_size
+        photo = np.asarray(Image.fromarray(image).resize((width, height)))
+        yy, xx = np.mgrid[0:height, 0:width]
+        shape = np.exp(-((xx - width / 2) ** 2 + (yy - height / 2) ** 2) / (0.1 * width**2))
+        spectral = np.zeros((self.motion_config.num_freqs, 4, height, width), np.float32)
+        spectral[5, 0] = 2.0 * amplitude * shape
+        if motion_mask is not None:
+            mask = Image.fromarray((np.asarray(motion_mask) * 255).astype(np.uint8))
+            spectral *= np.asarray(mask.resize((width, height))) / 255.0
+        phases = np.arange(num_frames) / fps * speed * self.motion_config.fps
+        disp = displacement_at_phases(spectral, phases / self.motion_config.num_frames)
+        frames = self.render(photo, disp, renderer)
+        return type(
+            "Out", (), {"frames": frames[None], "spectral": spectral[None], "images": photo[None]}
+        )
+
+    def render(self, photo_rgb, disp, renderer="synthesis", progress=False):
+        from splatting import render_frames
+
+        return render_frames(photo_rgb, disp, method="remap")
+
+
+@pytest.fixture
+def demo():
+    return app.Demo(StandInPipeline(), num_inference_steps=2)
+
+
+def animate(demo, photo, editor=None, **overrides):
+    args = {"amplitude": 1.0, "speed": 1.0, "loop": False, "seed": 0, "long_side": 256,
+            "num_frames": 12, "renderer": "synthesis", "use_mask": True}  # fmt: skip
+    args.update(overrides)
+    return demo.animate(photo, editor, **args)
+
+
+def gif_frames(path: str) -> int:
+    with Image.open(path) as gif:
+        return gif.n_frames
+
+
+def test_upload_animate_poke(demo):
+    photo, editor, message = demo.load_photo(str(EXAMPLE))
+    assert photo.shape == (356, 493, 3) and "493x356" in message
+    assert max(editor["background"].shape[:2]) <= app.EDITOR_SIDE
+    gif, mp4, motion, message = animate(demo, photo, editor)
+    assert gif_frames(gif) == 12 and Path(mp4).stat().st_size > 0
+    assert motion.photo.shape == (184, 256, 3)  # the photo's aspect, long side 256, even sides
+    assert demo.pipe.calls[-1]["motion_mask"] is None  # nothing painted: the model decides
+    gif, mp4, message = demo.poke(motion, 128, 92, 8.0, 0.0, 0.1)
+    assert gif_frames(gif) == int(app.POKE_SECONDS * app.DEFAULT_FPS)
+    assert "swings up to" in message
+    # poking a corner, far from the only mode, moves almost nothing
+    _, _, quiet = demo.poke(motion, 0, 0, 8.0, 0.0, 0.1)
+    assert float(quiet.split("up to ")[1].split(" px")[0]) < 0.5
+
+
+def test_the_painted_layer_is_the_mask(demo):
+    photo, editor, _ = demo.load_photo(str(EXAMPLE))
+    layer = np.zeros((*editor["background"].shape[:2], 4), np.uint8)
+    layer[10:40, 20:60] = (255, 255, 255, 255)
+    editor["layers"] = [layer]
+    animate(demo, photo, editor)
+    mask = demo.pipe.calls[-1]["motion_mask"]
+    assert mask.shape == layer.shape[:2] and mask.sum() == 30 * 40
+    animate(demo, photo, editor, use_mask=False)
+    assert demo.pipe.calls[-1]["motion_mask"] is None
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"this is not a photo", "not an image file"),
+        ("tiny", "too small"),
+    ],
+)
+def test_bad_uploads_get_a_message(demo, tmp_path, content, words):
+    path = tmp_path / "upload.png"
+    if content == "tiny":
+        Image.new("RGB", (8, 8)).save(path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(app.UserError, match=words) as error:
+        demo.load_photo(str(path))
+    assert str(error.value).startswith("upload.png: ")  # no temporary folder in the message
+
+
+def test_huge_upload_is_reduced(demo, tmp_path):
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (6000, 3000), (40, 90, 30)).save(path)
+    photo, _, _ = demo.load_photo(str(path))
+    assert max(photo.shape[:2]) == 2048
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"amplitude": float("nan")}, "amplitude must be"),
+        ({"speed": 0}, "speed must be"),
+        ({"seed": None}, "seed must be a number"),
+        ({"long_side": 5000}, "output size must be"),
+        ({"renderer": "magic"}, "renderer must be"),
+    ],
+)
+def test_bad_fields_get_a_message(demo, overrides, words):
+    photo, editor, _ = demo.load_photo(str(EXAMPLE))
+    with pytest.raises(app.UserError, match=words):
+        animate(demo, photo, editor, **overrides)
+
+
+def test_poke_before_animating_and_bad_pokes(demo):
+    with pytest.raises(app.UserError, match="Animate a photo first"):
+        demo.poke(None, 1, 1, 0, 8, 0.1)
+    photo, editor, _ = demo.load_photo(str(EXAMPLE))
+    _, _, motion, _ = animate(demo, photo, editor)
+    with pytest.raises(app.UserError, match="push direction"):
+        demo.poke(motion, 10, 10, 0, 0, 0.1)
+    with pytest.raises(app.UserError, match="x must be between 0 and 255"):
+        demo.poke(motion, 300, 10, 0, 8, 0.1)
+
+
+def test_guard_turns_errors_into_one_line_messages():
+    def broken(_):
+        raise RuntimeError("boom")
+
+    def refused(_):
+        raise app.UserError("bad photo")
+
+    *skipped, message = app._guard(broken, 3)(None)
+    assert (
+        len(skipped) == 2 and message == "⚠️ Something went wrong (RuntimeError: boom); try again."
+    )
+    assert app._guard(refused, 2)(None)[-1] == "⚠️ bad photo"
+
+
+def test_output_size_and_arguments():
+    assert app.output_size(493, 356, 256) == (256, 184)
+    assert app.output_size(356, 493, 512) == (370, 512)
+    assert app.parse_args([]).port == 7860
+    with pytest.raises(SystemExit):
+        app.parse_args(["--port", "0"])
+
+
+def test_page_builds(demo):
+    page = app.build_demo(demo)
+    assert page.title == "Generative Image Dynamics"
