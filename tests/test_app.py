@@ -38,6 +38,7 @@ class StandInPipeline:
             spectral *= np.asarray(mask.resize((width, height))) / 255.0
         phases = np.arange(num_frames) / fps * speed * self.motion_config.fps
         disp = displacement_at_phases(spectral, phases / self.motion_config.num_frames)
+        disp -= disp[:1]  # D[0] = 0: frame 0 is the photo, as the pipeline promises
         frames = self.render(photo, disp, renderer)
         return type(
             "Out", (), {"frames": frames[None], "spectral": spectral[None], "images": photo[None]}
