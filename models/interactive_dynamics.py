@@ -259,3 +259,56 @@ def poke_times(num_frames: int, fps: float, speed: float = 1.0) -> np.ndarray:
             f"need num_frames >= 1, fps > 0 and speed > 0, got {num_frames}, {fps}, {speed}"
         )
     return np.arange(num_frames) / fps * speed
+
+
+@dataclass
+class PokeAnimation:
+    """What ``animate_poke`` returns.
+
+    Attributes:
+        frames: ``(N, H, W, 3)`` uint8, the rendered response (frame 0 is the photo).
+        displacements: ``(N, H, W, 2)`` float32 px.
+        spectral: ``(K, 4, H, W)`` float32 px, the sampled motion the pokes excited.
+        image: ``(H, W, 3)`` uint8, the photo at the output size.
+    """
+
+    frames: np.ndarray
+    displacements: np.ndarray
+    spectral: np.ndarray
+    image: np.ndarray
+
+
+def animate_poke(
+    pipe,
+    image,
+    pokes: Sequence[Poke],
+    *,
+    num_frames: int = 150,
+    fps: float = 30.0,
+    speed: float = 1.0,
+    damping: float = DEFAULT_DAMPING,
+    radius: int = DEFAULT_RADIUS,
+    renderer: str = "synthesis",
+    **pipe_kwargs,
+) -> PokeAnimation:
+    """Photo in, its response to ``pokes`` out: what ``sample.py --poke`` and the demo do.
+
+    Samples the photo's spectral volume with the one motion pipeline (``pipe(image,
+    renderer=None, **pipe_kwargs)``: ``generator``, ``num_inference_steps``,
+    ``guidance_scale``, ``motion_mask``, ``output_size``, ... pass straight through), excites
+    its modes (``poke_response``; poke x, y are pixels of the *output* size) at frames
+    ``0 .. num_frames - 1`` of ``fps`` played ``speed`` times faster, and renders the frames
+    with ``pipe.render``.
+    """
+    pokes = list(pokes)
+    if not pokes or not all(isinstance(poke, Poke) for poke in pokes):
+        raise ValueError("give at least one Poke (see parse_poke)")
+    times = poke_times(num_frames, fps, speed)
+    out = pipe(image, renderer=None, num_frames=1, fps=fps, **pipe_kwargs)
+    spectral = np.asarray(out.spectral[0], dtype=np.float32)  # (K, 4, H, W) px, output size
+    photo = np.asarray(out.images[0])
+    disp = poke_response(
+        spectral, pokes, times, pipe.motion_config.frequencies_hz(), damping=damping, radius=radius
+    )
+    frames = np.asarray(pipe.render(photo, disp, renderer=renderer))
+    return PokeAnimation(frames=frames, displacements=disp, spectral=spectral, image=photo)

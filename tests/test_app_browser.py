@@ -139,9 +139,8 @@ def wait_for_status(page, words: str, timeout_s: float) -> str:
 
 def upload(page, path: Path) -> None:
     """Put a file in the demo's upload box (clearing the one there first, as a user would)."""
-    clear = page.locator("#upload button[aria-label=Clear]")
-    if clear.count():
-        clear.first.click()
+    if not page.locator("#upload input[type=file]").count():
+        page.locator("#upload button[aria-label=Clear]").first.click()
         wait_for_status(page, "Upload a photo", 30)
     page.locator("#upload input[type=file]").set_input_files(str(path))
 
@@ -221,6 +220,16 @@ def test_upload_animate_poke_and_a_bad_upload(page, tmp_path):
     upload(page, text)
     status = wait_for_status(page, "notes.txt", 60)
     assert "not an image file" in status and "Traceback" not in page.content()
+    # a tiny photo: refused with the reason
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (8, 8)).save(tiny)
+    upload(page, tiny)
+    assert "too small" in wait_for_status(page, "tiny.png", 60)
+    # a file over the upload limit: Gradio's own message, the upload box stays usable
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\0" * (26 * 1024 * 1024))
+    upload(page, huge)
+    page.get_by_text("exceed the maximum allowed size").first.wait_for(timeout=30_000)
     upload(page, EXAMPLE)
     wait_for_status(page, "Loaded a 493x356 photo", 60)
     print("\nbrowser timings:", json.dumps({k: round(v, 1) for k, v in timings.items()}))

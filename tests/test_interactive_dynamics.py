@@ -8,6 +8,7 @@ from data.config import MotionConfig
 from models.interactive_dynamics import (
     DEFAULT_DAMPING,
     Poke,
+    animate_poke,
     parse_poke,
     poke_response,
     poke_times,
@@ -185,3 +186,38 @@ def test_bad_input_gets_a_clear_error(kwargs, words):
         poke_response(**args)
     with pytest.raises(ValueError, match="finite number"):
         Poke(float("nan"), 1, 1, 1)
+
+
+class RecordingPipeline:
+    """The motion pipeline's interface (``__call__``, ``render``, ``motion_config``), recording."""
+
+    class motion_config:  # noqa: N801 - stands for the pipeline's attribute
+        @staticmethod
+        def frequencies_hz():
+            return FREQS
+
+    def __init__(self):
+        self.kwargs, self.rendered = None, None
+
+    def __call__(self, image, **kwargs):
+        self.kwargs = kwargs
+        photo = np.full((H, W, 3), 100, np.uint8)
+        return type("Out", (), {"spectral": two_blob_volume()[None], "images": photo[None]})
+
+    def render(self, photo, disp, renderer="synthesis", progress=False):
+        self.rendered = (disp, renderer)
+        return np.repeat(photo[None], len(disp), axis=0)
+
+
+def test_animate_poke_samples_once_and_renders_the_response():
+    pipe = RecordingPipeline()
+    pokes = [Poke(8, 12, 3.0, 0.0, t=0.5)]
+    result = animate_poke(pipe, "photo.jpg", pokes, num_frames=45, fps=15.0, renderer="softsplat",
+                          guidance_scale=4.0)  # fmt: skip
+    assert pipe.kwargs["renderer"] is None and pipe.kwargs["guidance_scale"] == 4.0
+    assert result.frames.shape == (45, H, W, 3) and pipe.rendered[1] == "softsplat"
+    expected = poke_response(two_blob_volume(), pokes, poke_times(45, 15.0), FREQS)
+    np.testing.assert_array_equal(result.displacements, expected)
+    assert pipe.rendered[0] is result.displacements
+    with pytest.raises(ValueError, match="at least one Poke"):
+        animate_poke(pipe, "photo.jpg", ["1,2,3,4"])
