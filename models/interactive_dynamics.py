@@ -132,8 +132,8 @@ def parse_poke(text: str) -> Poke:
         raise ValueError(f"--poke {text!r}: {error}") from None
 
 
-def _mode_shapes(spectral, still_mask) -> np.ndarray:
-    """``(K, 4, H, W)`` px (numpy or torch) -> complex mode shapes ``(K, H, W, 2)``, masked."""
+def _masked_spectral(spectral, still_mask) -> np.ndarray:
+    """``(K, 4, H, W)`` px (numpy or torch) -> float32 numpy, checked, times the still mask."""
     if hasattr(spectral, "detach"):  # a torch tensor
         spectral = spectral.detach().cpu().numpy()
     spectral = np.asarray(spectral)
@@ -143,21 +143,18 @@ def _mode_shapes(spectral, still_mask) -> np.ndarray:
         )
     if not np.isfinite(spectral).all():
         raise ValueError("spectral contains NaN or inf")
-    spectral = spectral.astype(np.float64)
-    shapes = np.stack(
-        [spectral[:, 0] + 1j * spectral[:, 1], spectral[:, 2] + 1j * spectral[:, 3]], axis=-1
-    )  # (K, H, W, 2): U_k(p) = (S^x, S^y)
+    spectral = spectral.astype(np.float32)
     if still_mask is not None:
-        mask = np.asarray(still_mask, dtype=np.float64)
-        if mask.shape != shapes.shape[1:3]:
+        mask = np.asarray(still_mask, dtype=np.float32)
+        if mask.shape != spectral.shape[2:]:
             raise ValueError(
-                f"still_mask must be (H, W) = {shapes.shape[1:3]} like the spectral volume, "
+                f"still_mask must be (H, W) = {spectral.shape[2:]} like the spectral volume, "
                 f"got {mask.shape}"
             )
         if not np.isfinite(mask).all():
             raise ValueError("still_mask contains NaN or inf")
-        shapes = shapes * np.clip(mask, 0.0, 1.0)[None, :, :, None]
-    return shapes
+        spectral = spectral * np.clip(mask, 0.0, 1.0)
+    return spectral
 
 
 def poke_response(
@@ -185,8 +182,8 @@ def poke_response(
     Returns:
         ``(N, H, W, 2)`` float32 displacement in px (x then y); zero before the first poke.
     """
-    shapes = _mode_shapes(spectral, still_mask)  # (K, H, W, 2)
-    num_freqs, height, width, _ = shapes.shape
+    spectral = _masked_spectral(spectral, still_mask)  # (K, 4, H, W)
+    num_freqs, _, height, width = spectral.shape
     freqs = np.asarray(frequencies_hz, dtype=np.float64).reshape(-1)
     if freqs.shape != (num_freqs,) or not np.isfinite(freqs).all() or (freqs < 0).any():
         raise ValueError(
@@ -215,40 +212,41 @@ def poke_response(
 
     # Oscillating modes only: the DC bin has no restoring force (it would never decay).
     modes = freqs > 0
-    shapes, freqs = shapes[modes], freqs[modes]
-    disp = np.zeros((len(times), height, width, 2), dtype=np.float64)
+    spectral, freqs = spectral[modes], freqs[modes]  # (M, 4, H, W), (M,)
     if not len(freqs):
-        return disp.astype(np.float32)
-    energy = np.percentile((np.abs(shapes) ** 2).sum(axis=(0, 3)), ENERGY_PERCENTILE)
+        return np.zeros((len(times), height, width, 2), np.float32)
+    energy = float(np.percentile((spectral**2).sum(axis=(0, 1)), ENERGY_PERCENTILE))  # E, px^2
     if energy <= 0:  # nothing may move (all still, or a zero volume): no response
-        return disp.astype(np.float32)
+        return np.zeros((len(times), height, width, 2), np.float32)
 
+    # U_k = real_k + i imag_k, each (M, 2, H, W) with axis (x, y).
+    real, imag = spectral[:, 0::2], spectral[:, 1::2]
     omega = 2.0 * np.pi * freqs  # (M,) rad/s
     omega_d = omega * math.sqrt(1.0 - damping**2)
-    envelopes, gains = [], []
+    # With c_jk = conj(g_jk) / E = a_jk + i b_jk, Re(U_k(p) c_jk) = real_k(p) a_jk - imag_k(p)
+    # b_jk, so D(p, t) = sum_k real_k(p) A_k(t) - imag_k(p) B_k(t) where A_k = sum_j a_jk
+    # env_jk and B_k = sum_j b_jk env_jk: one (N, 2M) x (2M, H*W*2) product for any number
+    # of pokes.
+    coeff_re = np.zeros((len(times), len(freqs)))  # A (N, M)
+    coeff_im = np.zeros((len(times), len(freqs)))  # B (N, M)
     for poke in pokes:
         col, row = int(round(poke.x)), int(round(poke.y))
-        window = shapes[
-            :,
-            max(row - radius, 0) : row + radius + 1,
-            max(col - radius, 0) : col + radius + 1,
-        ]
-        shape_at_poke = window.mean(axis=(1, 2))  # (M, 2) complex
+        rows = slice(max(row - radius, 0), row + radius + 1)
+        cols = slice(max(col - radius, 0), col + radius + 1)
         push = np.array([poke.dx, poke.dy])
-        gains.append(np.conj(shape_at_poke @ push) / energy)  # (M,) conj(g_jk) / E
+        # g_jk = d . Ubar_k(p_j): the window-mean shape projected on the push, (M,) complex
+        g_re = real[:, :, rows, cols].mean(axis=(2, 3)).astype(np.float64) @ push
+        g_im = imag[:, :, rows, cols].mean(axis=(2, 3)).astype(np.float64) @ push
         tau = times - poke.t  # (N,)
-        active = tau >= 0
-        tau = np.where(active, tau, 0.0)[:, None]
-        env = np.exp(-damping * omega * tau) * np.sin(omega_d * tau)  # (N, M)
-        envelopes.append(env * active[:, None])
-    # D(p, t) = sum_{j,k} Re(U_k(p) conj(g_jk) / E) env_jk(t): one (N, J*M) x (J*M, H*W*2)
-    # product, so many pokes cost little more than one.
-    envelope = np.concatenate(envelopes, axis=1)  # (N, J*M)
-    gain = np.concatenate(gains)  # (J*M,)
-    tiled = np.concatenate([shapes] * len(pokes), axis=0)  # (J*M, H, W, 2)
-    spatial = (tiled * gain[:, None, None, None]).real.reshape(len(gain), -1)
-    # float32 for the big product: the output is (N, H, W, 2) float32 anyway.
-    disp = envelope.astype(np.float32) @ spatial.astype(np.float32)
+        active = (tau >= 0)[:, None]
+        tau = np.where(active[:, 0], tau, 0.0)[:, None]
+        env = np.exp(-damping * omega * tau) * np.sin(omega_d * tau) * active  # (N, M)
+        coeff_re += env * (g_re / energy)  # a_jk = Re(conj(g)) / E
+        coeff_im += env * (-g_im / energy)  # b_jk = Im(conj(g)) / E
+    coeff = np.concatenate([coeff_re, -coeff_im], axis=1).astype(np.float32)  # (N, 2M)
+    fields = np.concatenate([real, imag])  # (2M, 2, H, W)
+    fields = np.moveaxis(fields, 1, -1).reshape(2 * len(freqs), -1)  # (2M, H*W*2)
+    disp = coeff @ fields
     return disp.reshape(len(times), height, width, 2)
 
 
