@@ -342,9 +342,14 @@ def build_demo(demo: Demo):
                 animation_mp4 = gr.File(
                     label="Download MP4", interactive=False, elem_id="animation_mp4"
                 )
-                gr.Markdown("### Poke: click a point of the photo")
+                gr.Markdown(
+                    "### Poke: drag on the photo (the push), or click it (pushed by dx, dy)"
+                )
                 poke_target = gr.Image(
-                    label="Click to poke", type="numpy", interactive=False, elem_id="poke_target"
+                    label="Drag or click to poke",
+                    type="numpy",
+                    interactive=False,
+                    elem_id="poke_target",
                 )
                 with gr.Row():
                     push_dx = gr.Number(8, label="Push dx (px, right)", elem_id="push_dx")
@@ -397,7 +402,69 @@ def build_demo(demo: Demo):
             inputs=[motion_state, push_dx, push_dy, damping],
             outputs=[response, response_mp4, status],
         )
+
+        # A drag on the photo: DRAG_SCRIPT writes "x,y,dx,dy" (image px) here and clicks.
+        drag = gr.Textbox(visible="hidden", elem_id="drag_poke")
+        drag_go = gr.Button(visible="hidden", elem_id="drag_go")
+
+        def on_drag(motion, text, zeta):
+            try:
+                x, y, dx, dy = (float(part) for part in text.split(","))
+            except ValueError:
+                raise UserError(f"a drag must give x,y,dx,dy, got {text!r}") from None
+            return demo.poke(motion, x, y, dx, dy, zeta)
+
+        drag_go.click(
+            _guard(on_drag, 3),
+            inputs=[motion_state, drag, damping],
+            outputs=[response, response_mp4, status],
+        )
     return page
+
+
+# Drag to poke: press on the photo under "Click to poke", drag along the push, release. The
+# drag (in the image's own pixels, the photo is shown letterboxed) is the push; a plain
+# click (under 4 screen px of movement) is left to the image's select event, which pushes by
+# the dx, dy fields.
+DRAG_SCRIPT = """
+<script>
+(() => {
+  let start = null, dragged = false;
+  const photoOf = (event) => {
+    const target = event.target;
+    return target && target.tagName === "IMG" && target.closest("#poke_target") ? target : null;
+  };
+  const toImage = (img, clientX, clientY) => {
+    const box = img.getBoundingClientRect();
+    const scale = Math.min(box.width / img.naturalWidth, box.height / img.naturalHeight);
+    const left = box.left + (box.width - img.naturalWidth * scale) / 2;
+    const top = box.top + (box.height - img.naturalHeight * scale) / 2;
+    return [(clientX - left) / scale, (clientY - top) / scale];
+  };
+  document.addEventListener("dragstart", (e) => { if (photoOf(e)) e.preventDefault(); }, true);
+  document.addEventListener("pointerdown", (e) => {
+    const img = photoOf(e);
+    start = img ? { img, x: e.clientX, y: e.clientY } : null;
+  }, true);
+  document.addEventListener("pointerup", (e) => {
+    if (!start) return;
+    const { img, x, y } = start;
+    start = null;
+    if (Math.hypot(e.clientX - x, e.clientY - y) < 4) return;
+    const [px, py] = toImage(img, x, y), [qx, qy] = toImage(img, e.clientX, e.clientY);
+    const box = document.querySelector("#drag_poke textarea, #drag_poke input");
+    box.value = [px, py, qx - px, qy - py].map((v) => v.toFixed(1)).join(",");
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    dragged = true;
+    setTimeout(() => document.querySelector("#drag_go").click(), 100);
+  }, true);
+  document.addEventListener("click", (e) => {
+    if (dragged && photoOf(e)) { e.stopPropagation(); e.preventDefault(); }
+    dragged = false;
+  }, true);
+})();
+</script>
+"""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -438,6 +505,23 @@ def load_pipeline(model: str, device_name: str):
     return pipe, device
 
 
+def serve(page, host: str, port: int, concurrency: int = 1, max_queue: int = 16) -> None:
+    """Queue and serve the page, offline: no share link, no Node.js server, no analytics."""
+    page.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    page.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        ssr_mode=False,  # no Node.js server: the page is the package's prebuilt frontend
+        max_file_size=MAX_UPLOAD,
+        show_error=False,
+        footer_links=[],
+        mcp_server=False,
+        pwa=False,
+        head=DRAG_SCRIPT,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -446,19 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     page = build_demo(Demo(pipe, num_inference_steps=args.num_inference_steps))
-    page.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
     print(f"serving on http://{args.host}:{args.port} (model {args.model}, device {device})")
-    page.launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=False,
-        ssr_mode=False,  # no Node.js server: the page is the package's prebuilt frontend
-        max_file_size=MAX_UPLOAD,
-        show_error=False,
-        footer_links=[],
-        mcp_server=False,
-        pwa=False,
-    )
+    serve(page, args.host, args.port, args.concurrency, args.max_queue)
     return 0
 
 

@@ -209,12 +209,25 @@ def test_upload_animate_poke_and_a_bad_upload(page, tmp_path):
     assert np.abs(response[0].astype(np.int16) - clip[0]).mean() < 3.0  # starts at rest
     assert np.abs(response.astype(np.float32) - response[:1]).max() > 20.0  # then moves
 
+    # 3. a drag: from the same point 30 screen px to the left is a push to the left
+    box = page.locator("#poke_target img").bounding_box()  # the page may have reflowed
+    sx, sy = box["x"] + x * box["width"] / 256, box["y"] + y * box["height"] / 184
+    page.mouse.move(sx, sy)
+    page.mouse.down()
+    page.mouse.move(sx - 15, sy, steps=3)
+    page.mouse.move(sx - 30, sy, steps=3)
+    page.mouse.up()
+    status = wait_for_status(page, f"Poked ({x:.0f}, {y:.0f}) by (-", 120)
+    push = status.split(" by (")[1].split(")")[0]
+    dx, dy = (float(v) for v in push.split(","))
+    assert dx == pytest.approx(-30 * 256 / box["width"], abs=1.0) and abs(dy) < 1.0
+
     shot = tmp_path / "demo_screenshot.png"
     page.screenshot(path=str(shot), full_page=True)
     if os.environ.get("GID_DEMO_SCREENSHOT"):
         shutil.copy(shot, os.environ["GID_DEMO_SCREENSHOT"])
 
-    # 3. a text file: a message in the page, the server stays up
+    # 4. a text file: a message in the page, the server stays up
     text = tmp_path / "notes.txt"
     text.write_text("not a photo\n")
     upload(page, text)
