@@ -91,6 +91,7 @@ def main() -> None:
             result = pipeline(
                 photo, num_inference_steps=args.num_inference_steps,
                 guidance_scale=args.guidance_scale, generator=generator, num_frames=2,
+                renderer=None,
             )  # fmt: skip
             model.append(localization(np.asarray(result.spectral[0], np.float64), movable))
             rng = np.random.default_rng(seed)

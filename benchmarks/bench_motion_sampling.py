@@ -78,7 +78,7 @@ def default_pipeline(codec: str = "resample"):
     # per-frequency scales falling as 1/f, roughly those of prepared data (px)
     scales = [1.0 / (k + 1) for k in range(config.num_freqs)]
     pipe = MotionPipeline(
-        vae=vae.eval(),
+        codec=vae.eval(),
         unet=MotionUNet(num_freqs=config.num_freqs).eval(),
         scheduler=DDIMScheduler(),
         motion_config=config.to_dict(),
@@ -99,7 +99,8 @@ def time_configuration(name: str, threads: int, steps: int, full_steps: int, cod
 
     def call(num_steps: int):
         start = time.perf_counter()
-        out = pipe(photo, num_inference_steps=num_steps, latents=latents.clone(), **kwargs)
+        out = pipe(photo, num_inference_steps=num_steps, latents=latents.clone(), renderer=None,
+                   **kwargs)  # fmt: skip
         return time.perf_counter() - start, out
 
     with torch.no_grad():  # reference: one bare U-Net forward on the same batch
@@ -213,7 +214,7 @@ def loop_scan(num_photos: int = 3, steps: int = 10) -> None:
                       block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
                       attention_head_dim=8)  # fmt: skip
     pipe = MotionPipeline(
-        vae=ResampleSpectralCodec(downsample_factor=4),
+        codec=ResampleSpectralCodec(downsample_factor=4),
         unet=unet.eval(),
         scheduler=DDIMScheduler(num_train_timesteps=100),
         motion_config=config.to_dict(),
@@ -236,7 +237,8 @@ def loop_scan(num_photos: int = 3, steps: int = 10) -> None:
                     rng = np.random.default_rng(seed)
                     photo = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
                     out = pipe(photo, num_inference_steps=steps, loop_guidance_scale=scale,
-                               generator=torch.Generator().manual_seed(seed))  # fmt: skip
+                               generator=torch.Generator().manual_seed(seed), crop=True,
+                               renderer=None)  # fmt: skip
                     d = out.displacements[0]
                     errors.append(np.linalg.norm(d[-1] - d[0], axis=-1).mean())
                 losses = [float(v.mean()) for v in pipe.loop_losses] if scale else [np.nan]

@@ -27,6 +27,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 # works at a few hundred to ~1000 pixels, and a 10000x10000 RGB photo would take 300 MB.
 DEFAULT_MAX_SIDE = 2048
 
+# The largest photo decoded at all (pixels): 20000 x 20000, 1.2 GB as 8-bit RGB before it is
+# reduced to ``max_side``. PIL's own guard (89 MP) would reject or warn about ordinary
+# panoramas and scans; above this bound a file is refused as a likely decompression bomb.
+MAX_DECODE_PIXELS = 20000 * 20000
+
 # The smallest photo we accept: below this a generator's own resize would be a 10x+
 # upscale of almost no information, which is never what the user meant.
 MIN_SIDE = 32
@@ -97,21 +102,34 @@ def load_image(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as opened:
-            if max_side is not None and opened.format == "JPEG":
-                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: bounded memory for huge JPEGs.
-                opened.draft("RGB", (max_side, max_side))
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Our bound replaces PIL's: large photos are decoded (reduced below), not warned about.
+        Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                width, height = opened.size
+                if width * height > MAX_DECODE_PIXELS:
+                    raise ValueError(
+                        f"{path}: {width}x{height} px is too large to decode safely "
+                        f"(at most {MAX_DECODE_PIXELS / 1e6:.0f} megapixels)"
+                    )
+                if max_side is not None and opened.format == "JPEG":
+                    # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: bounded memory for huge JPEGs.
+                    opened.draft("RGB", (max_side, max_side))
                 opened.load()
-            image = ImageOps.exif_transpose(opened)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+                image = ImageOps.exif_transpose(opened)
+    except Image.DecompressionBombError:
+        raise ValueError(
+            f"{path}: too large to decode safely (at most {MAX_DECODE_PIXELS / 1e6:.0f} megapixels)"
+        ) from None
+    except UnidentifiedImageError as error:
         raise ValueError(f"{path}: not an image file (cannot decode: {error})") from None
-    except Image.DecompressionBombWarning:
-        raise ValueError(f"{path}: image too large to decode safely") from None
     except (OSError, SyntaxError) as error:
         raise ValueError(f"{path}: truncated or corrupt image ({error})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
 
     if min(image.size) < MIN_SIDE:
         raise ValueError(

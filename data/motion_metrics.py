@@ -286,6 +286,7 @@ def evaluate_motion(
                 loop_guidance_scale=loop_guidance_scale,
                 generator=generator,
                 num_frames=2,  # displacements are recomputed here; keep the call light
+                renderer=None,
             )
             predictions["model"] = result.spectral[0]
         if index in half_of:

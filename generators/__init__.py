@@ -55,14 +55,26 @@ def pick_device(name: str):
     return torch.device(name)
 
 
-def plan_outputs(image_spec: str, output: str, fmt: str, overwrite: bool) -> dict[Path, Path]:
+def plan_outputs(
+    image_spec: str,
+    output: str,
+    fmt: str,
+    overwrite: bool,
+    extra_outputs: Callable[[Path], list[Path]] | None = None,
+    single_file: bool = False,
+) -> dict[Path, Path]:
     """Photo -> output path (``<output>/<unique stem>.<fmt>``, a folder for ``frames``).
 
     Checks everything a run could fail on before any model loads: the photos exist, the
     output folder is writable, and no output exists unless ``overwrite``.
 
+    Args:
+        extra_outputs: output path -> the other files written beside it (checked too).
+        single_file: ``output`` names the one output file itself (one photo only).
+
     Raises:
-        FileNotFoundError / ValueError: no photos at ``image_spec``.
+        FileNotFoundError / ValueError: no photos at ``image_spec``; several photos for a
+            single output file.
         PermissionError: the output folder cannot be written.
         FileExistsError: an output exists and ``overwrite`` is False.
     """
@@ -70,13 +82,25 @@ def plan_outputs(image_spec: str, output: str, fmt: str, overwrite: bool) -> dic
     from data.io_utils import ensure_writable_dir
 
     photos = collect_images(image_spec)
-    out_dir = ensure_writable_dir(output)
-    stems = output_stems(photos)
-    targets = {
-        photo: out_dir / (stems[photo] if fmt == "frames" else f"{stems[photo]}.{fmt}")
-        for photo in photos
-    }
-    existing = [str(path) for path in targets.values() if path.exists()]
+    if single_file:
+        if len(photos) != 1:
+            raise ValueError(
+                f"--output {output} is one file but {image_spec} holds {len(photos)} photos; "
+                "pass a folder as --output"
+            )
+        ensure_writable_dir(Path(output).parent)
+        targets = {photos[0]: Path(output)}
+    else:
+        out_dir = ensure_writable_dir(output)
+        stems = output_stems(photos)
+        targets = {
+            photo: out_dir / (stems[photo] if fmt == "frames" else f"{stems[photo]}.{fmt}")
+            for photo in photos
+        }
+    planned = list(targets.values())
+    if extra_outputs is not None:
+        planned += [extra for path in targets.values() for extra in extra_outputs(path)]
+    existing = [str(path) for path in planned if path.exists()]
     if existing and not overwrite:
         raise FileExistsError(
             f"{', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''} already exist; "

@@ -1,14 +1,10 @@
-"""Generative Image Dynamics: photo -> spectral volume -> displacements -> rendered frames.
+"""Generative Image Dynamics from the command line: photos in, animations out.
 
 ``python sample.py`` animates the bundled example photos with the shipped default weights;
-``python sample.py --image photo.jpg`` animates yours. Stages, each timed:
-
-1. load the motion pipeline (spectral codec + U-Net + scheduler, ``--model``) and the
-   renderer (``<model>/renderer``, a ``FrameSynthesisModel``);
-2. per photo: sample its spectral volume (``models.pipeline_motion.MotionPipeline``),
-   scale it by ``--amplitude``, and evaluate the motion at ``--num_frames`` frames of
-   ``--fps`` played ``--speed`` times faster (``data.spectral.displacement_at_phases``);
-3. render the frames (``--renderer``) and write GIF/MP4/WebP/PNG frames.
+``python sample.py --image photo.jpg`` animates yours, whole and at its own size (long
+side capped at 1024 px). This module only parses flags, plans and writes files, and loops
+over photos: every step from photo to frames is one ``MotionPipeline`` call
+(``models.pipeline_motion``), the same one Python users and the web demo make.
 
 A folder of photos gives one output per photo; a photo that fails is reported at the end
 and the exit code is 1, the others are still written.
@@ -17,25 +13,39 @@ and the exit code is 1, the others are still written.
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from data.config import MotionConfig
 from data.images import load_image
 from generators import pick_device, plan_outputs, run_batch
 from models import SCHEDULERS
+from models.pipeline_motion import default_output_size, estimate_memory_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "weights" / "default"
 EXAMPLES_DIR = REPO_ROOT / "data" / "examples"
+# The learned renderer's folder in a pipeline folder (the pipeline component's name).
 RENDERER_SUBFOLDER = "renderer"
 # Classifier-free guidance on the photo: with the shipped weights, 4 confines the motion to
 # what moves (correlation with the vegetation mask 0.17 -> 0.41, motion energy on still
 # pixels 16 % -> 4 %; docs/SAMPLING.md) at twice the U-Net work per step.
 DEFAULT_GUIDANCE_SCALE = 4.0
-RENDERERS = ("synthesis", "softsplat", "average", "remap")
+RENDERERS = ("auto", "synthesis", "softsplat", "average", "remap")
 FORMATS = ("gif", "mp4", "webp", "frames")
+# Bounds of the numeric flags, checked before any model loads.
+MAX_FPS = 120.0  # beyond this no player shows the frames (GIF stores 10 ms steps)
+MAX_GIF_FPS = 50.0  # GIF frame delays below 20 ms are played at 100 ms by browsers
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+MAX_STEPS = 1000  # the schedulers' training timesteps
+# Share of the machine's memory one photo's frames, displacements and motion may take.
+MEMORY_FRACTION = 0.5
 REBUILD_HINT = (
     "the shipped default weights live in weights/default (git checkout restores them); "
     "bash scripts/train_default.sh rebuilds them, or pass --model DIR_OR_HUB_ID of a folder "
@@ -49,8 +59,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=str(EXAMPLES_DIR),
         help="a photo, a folder of photos or a glob pattern; the bundled examples by default",
     )
-    parser.add_argument("--output", default="outputs/samples", help="output folder")
-    parser.add_argument("--format", choices=FORMATS, default="gif")
+    parser.add_argument("--output", default="outputs/samples",
+                        help="output folder; or, for one photo, a file (.gif/.mp4/.webp)")  # fmt: skip
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="gif (default), mp4, webp or frames (a folder of PNGs); "
+                        "a file --output implies its own")  # fmt: skip
+    parser.add_argument("--size", default=None,
+                        help="WxH of the frames; default: the photo's own size, long side "
+                        "capped at 1024 (256x160 gives the training size)")  # fmt: skip
+    parser.add_argument("--crop", action="store_true",
+                        help="cover-crop the photo to the model's training frame (256x160)")  # fmt: skip
+    parser.add_argument("--motion_mask", default=None,
+                        help="PNG: white may move, black stays still, grey in between")  # fmt: skip
+    parser.add_argument("--still_mask", default=None,
+                        help="PNG, the inverse of --motion_mask: white stays still")  # fmt: skip
     parser.add_argument("--num_frames", type=int, default=150)
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -58,15 +80,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", choices=SCHEDULERS, default="dpm",
                         help="dpm: DPM-Solver++ (few steps); ddim: the training-time default")  # fmt: skip
     parser.add_argument("--guidance_scale", type=float, default=DEFAULT_GUIDANCE_SCALE,
-                        help="classifier-free guidance on the photo (1: off)")  # fmt: skip
+                        help="classifier-free guidance on the photo (<= 1: off)")  # fmt: skip
     parser.add_argument("--loop", action="store_true",
                         help="motion self-guidance toward a seamless loop")  # fmt: skip
     parser.add_argument("--loop_guidance_scale", type=float, default=1.0,
                         help="strength of --loop")  # fmt: skip
     parser.add_argument("--amplitude", type=float, default=1.0, help="scales the motion")
     parser.add_argument("--speed", type=float, default=1.0, help="plays the motion faster (>1)")
-    parser.add_argument("--renderer", choices=RENDERERS, default="synthesis",
-                        help="synthesis: the learned renderer; others: splatting baselines")  # fmt: skip
+    parser.add_argument("--renderer", choices=RENDERERS, default="auto",
+                        help="auto: the learned renderer if the model has one, else softsplat; "
+                        "softsplat/average/remap: splatting baselines")  # fmt: skip
     parser.add_argument("--model", default=str(DEFAULT_MODEL),
                         help="motion pipeline folder or hub id; the shipped weights by default")  # fmt: skip
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
@@ -75,27 +98,92 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    for name in ("num_frames", "num_inference_steps"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("fps", "speed"):
-        if not getattr(args, name) > 0:
-            raise ValueError(f"--{name} must be > 0, got {getattr(args, name)}")
-    if not np.isfinite(args.amplitude) or args.amplitude < 0:
-        raise ValueError(f"--amplitude must be a finite number >= 0, got {args.amplitude}")
+# ---------------------------------------------------------------------------- checks
 
 
-def load_models(model: str, renderer: str, device):
-    """The motion pipeline and (for ``renderer == "synthesis"``) the learned renderer."""
+def _finite(args: argparse.Namespace, name: str, low: float, high: float = math.inf,
+            strict: bool = False) -> None:  # fmt: skip
+    value = getattr(args, name)
+    ok = math.isfinite(value) and (value > low if strict else value >= low) and value <= high
+    if not ok:
+        bound = f"> {low:g}" if strict else f">= {low:g}"
+        upper = f" and <= {high:g}" if math.isfinite(high) else ""
+        raise ValueError(f"--{name} must be a finite number {bound}{upper}, got {value}")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag is checked before any model loads; a bad one is named in a ValueError."""
+    from data.config import parse_size
+
+    for name, high in (("num_frames", math.inf), ("num_inference_steps", MAX_STEPS)):
+        value = getattr(args, name)
+        if not 1 <= value <= high:
+            upper = f" and <= {high}" if math.isfinite(high) else ""
+            raise ValueError(f"--{name} must be >= 1{upper}, got {value}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be in [0, 2**63 - 1], got {args.seed}")
+    _finite(args, "fps", 0.0, MAX_FPS, strict=True)
+    _finite(args, "speed", 0.0, strict=True)
+    _finite(args, "amplitude", 0.0)
+    _finite(args, "guidance_scale", 0.0)
+    _finite(args, "loop_guidance_scale", 0.0)
+    if args.motion_mask and args.still_mask:
+        raise ValueError("pass --motion_mask or --still_mask, not both")
+    for name in ("motion_mask", "still_mask"):
+        path = getattr(args, name)
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"--{name} {path}: no such file")
+    args.mask = _mask_argument(args)  # read once, refused here if unreadable or all still
+    args.size = parse_size(args.size) if isinstance(args.size, str) else args.size
+    suffix = Path(args.output).suffix.lower()
+    if suffix in (".gif", ".mp4", ".webp"):
+        if args.format not in (None, suffix[1:]):
+            raise ValueError(
+                f"--output {args.output} is a .{suffix[1:]} file but --format is {args.format}"
+            )
+        args.format = suffix[1:]
+    args.format = args.format or "gif"
+    if args.format == "gif" and args.fps > MAX_GIF_FPS:
+        warnings.warn(
+            f"--fps {args.fps:g}: browsers play GIF frames shorter than 20 ms at 10 fps; "
+            "use --format mp4 for more than 50 fps",
+            stacklevel=2,
+        )
+
+
+def check_memory(num_frames: int, size: tuple[int, int], num_freqs: int, photo: Path) -> None:
+    """Refuse a run whose frames would not fit in memory, before sampling anything."""
+    needed = estimate_memory_bytes(num_frames, size, num_freqs)
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no check
+        return
+    if needed > MEMORY_FRACTION * available:
+        raise ValueError(
+            f"{photo.name}: --num_frames {num_frames} at {size[0]}x{size[1]} needs about "
+            f"{needed / 2**30:.1f} GiB, more than half of this machine's "
+            f"{available / 2**30:.1f} GiB; lower --num_frames or --size"
+        )
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def load_pipeline(model: str, renderer: str, device):
+    """The motion pipeline (codec, U-Net, scheduler and, when it has one, the renderer)."""
     local = Path(model)
     if local.exists() and not (local / "model_index.json").is_file():
+        hint = (
+            " (train_unet.py's output: it writes model_index.json when it finishes; "
+            "or run MotionPipeline.from_training_output)"
+            if (local / "unet").is_dir()
+            else ""
+        )
         raise FileNotFoundError(
-            f"{model}: no model_index.json, not a motion pipeline; {REBUILD_HINT}"
+            f"{model}: no model_index.json, not a motion pipeline{hint}; {REBUILD_HINT}"
         )
     if not local.exists() and (model.startswith((".", "/", "~")) or model.count("/") != 1):
         raise FileNotFoundError(f"{model}: no such model folder; {REBUILD_HINT}")
-    from models.frame_synthesis import FrameSynthesisModel
     from models.pipeline_motion import MotionPipeline
 
     try:
@@ -104,117 +192,176 @@ def load_models(model: str, renderer: str, device):
         raise FileNotFoundError(
             f"{model}: cannot load the motion pipeline ({error}); {REBUILD_HINT}"
         ) from None
+    pipeline.resolve_renderer(renderer)  # "synthesis" without a renderer fails here
+    if renderer == "auto" and pipeline.renderer is None:
+        print(f"{model} has no learned renderer (renderer/): rendering with softsplat")
     pipeline.to(device)
     pipeline.set_progress_bar_config(desc="motion", leave=False)
-    synthesis = None
-    if renderer == "synthesis":
-        try:
-            synthesis = FrameSynthesisModel.from_pretrained(model, subfolder=RENDERER_SUBFOLDER)
-        except (OSError, ValueError) as error:
-            raise FileNotFoundError(
-                f"{model}: no learned renderer in {RENDERER_SUBFOLDER}/ ({error}); "
-                "use --renderer softsplat, or train one with train_frame_synthesis.py and "
-                f"save it as {model}/{RENDERER_SUBFOLDER}"
-            ) from None
-        synthesis.to(device).eval()
-    return pipeline, synthesis
+    return pipeline
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def motion_paths(out_path: Path) -> list[Path]:
+    """The files ``--save_motion`` writes beside an animation."""
+    stem = out_path.parent / out_path.name.split(".")[0]
+    return [Path(f"{stem}_motion.npz"), Path(f"{stem}_flow"), Path(f"{stem}_spectrum.png")]
 
 
 def _write_frames(path: Path, frames: np.ndarray, fps: float, fmt: str, overwrite: bool) -> None:
     from data.video import write_video
 
     if fmt == "frames":
-        from PIL import Image
-
-        path.mkdir(parents=True, exist_ok=True)
-        for index, frame in enumerate(frames):
-            Image.fromarray(frame).save(path / f"{index:04d}.png")
+        _write_png_folder(path, frames)
         return
     write_video(frames, path, fps=fps, overwrite=overwrite)
 
 
-def _save_motion(out_dir: Path, stem: str, spectral: np.ndarray, disp: np.ndarray, config) -> None:
+def _write_png_folder(path: Path, frames: np.ndarray) -> None:
+    """PNG frames into ``path``, replacing the folder whole (no frame of an earlier, longer
+    run is left behind), written beside it first so a failure leaves the old folder intact."""
+    from PIL import Image
+
+    staging = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(staging / f"{index:04d}.png")
+    if path.exists():
+        shutil.rmtree(path)
+    staging.rename(path)
+
+
+def _save_motion(out_path: Path, spectral: np.ndarray, disp: np.ndarray, config, fps: float):
     from PIL import Image
 
     from data.io_utils import write_npz_atomic
     from data.spectral import frequency_power_spectrum
     from data.visualize import flow_to_color, plot_power_spectrum
 
-    write_npz_atomic(out_dir / f"{stem}_motion.npz", spectral=spectral.astype(np.float32),
-                     num_frames=config.num_frames, fps=config.fps)  # fmt: skip
-    flow_dir = out_dir / f"{stem}_flow"
+    npz, flow_dir, plot = motion_paths(out_path)
+    write_npz_atomic(npz, spectral=spectral.astype(np.float32),
+                     num_frames=config.num_frames, fps=config.fps, output_fps=fps)  # fmt: skip
     flow_dir.mkdir(exist_ok=True)
+    for old in flow_dir.glob("*.png"):
+        old.unlink()
     scale = float(np.percentile(np.linalg.norm(disp, axis=-1), 99)) or 1.0
     for index in np.linspace(0, len(disp) - 1, min(8, len(disp))).astype(int):
         Image.fromarray(flow_to_color(disp[index], max_magnitude=scale)).save(
             flow_dir / f"{index:04d}.png"
         )
-    plot_power_spectrum(
-        frequency_power_spectrum(spectral),
-        config.frequencies_hz(),
-        out_dir / f"{stem}_spectrum.png",
-    )
+    plot_power_spectrum(frequency_power_spectrum(spectral), config.frequencies_hz(), plot)
 
 
-def animate(args: argparse.Namespace, pipeline, synthesis, photo: Path, out_path: Path, timings):
-    """Sample, render and write one photo's animation; adds seconds per stage to ``timings``."""
+# ---------------------------------------------------------------------------- the run
+
+
+def image_size_on_disk(photo: Path) -> tuple[int, int] | None:
+    """(width, height) the file declares, upright (EXIF orientation applied); None if it
+    cannot be read (the photo's own run then reports why)."""
+    from PIL import Image
+
+    try:
+        with Image.open(photo) as opened:
+            width, height = opened.size
+            orientation = opened.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _mask_argument(args: argparse.Namespace) -> np.ndarray | None:
+    """``--motion_mask`` (white may move) or ``--still_mask`` inverted, as ``(h, w)`` in [0, 1]."""
+    from models.pipeline_motion import read_mask
+
+    if args.motion_mask:
+        moving = read_mask(args.motion_mask, f"--motion_mask {args.motion_mask}")
+        if moving.max() <= 1.0 / 255.0:
+            raise ValueError(f"--motion_mask {args.motion_mask} is all black: nothing may move")
+        return moving
+    if args.still_mask:
+        moving = 1.0 - read_mask(args.still_mask, f"--still_mask {args.still_mask}")
+        if moving.max() <= 1.0 / 255.0:
+            raise ValueError(f"--still_mask {args.still_mask} is all white: nothing may move")
+        return moving
+    return None
+
+
+def animate(args: argparse.Namespace, pipeline, photo: Path, out_path: Path, timings) -> str:
+    """One photo: a ``MotionPipeline`` call, then the files; adds seconds to ``timings``.
+
+    Returns the line to print: what was written, at what size, from what.
+    """
     import torch
 
-    from data.spectral import displacement_at_phases
-    from splatting import render_frames
-
     image = load_image(photo)
-    start = time.perf_counter()
-    generator = torch.Generator("cpu").manual_seed(args.seed)
-    result = pipeline(
-        image,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
-        loop_guidance_scale=args.loop_guidance_scale if args.loop else 0.0,
-        generator=generator,
-        num_frames=1,  # the displacements are evaluated below, at the requested times
-    )
-    spectral = np.asarray(result.spectral[0], dtype=np.float32) * args.amplitude  # (K, 4, H, W) px
-    photo_rgb = np.asarray(result.images[0])  # the photo at the model's size, uint8 (H, W, 3)
-    config = pipeline.motion_config
-    # Frame n is at n / fps seconds; the clip the model describes lasts T / fps_model seconds.
-    seconds = np.arange(args.num_frames) / args.fps * args.speed
-    disp = displacement_at_phases(spectral, seconds * config.fps / config.num_frames)
-    # The photo is the clip's reference frame (training flow is measured from frame 0, so
-    # D[0] = 0 there); a sampled volume misses that by ~0.1 px, so shift it back: frame 0
-    # of every animation is the photo itself.
-    disp -= displacement_at_phases(spectral, [0.0])
-    timings["motion"] += time.perf_counter() - start
+    from models.pipeline_motion import MotionPipelineWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MotionPipelineWarning)
+        result = pipeline(
+            image,
+            num_inference_steps=args.num_inference_steps,
+            guidance_scale=args.guidance_scale,
+            loop_guidance_scale=args.loop_guidance_scale if args.loop else 0.0,
+            generator=torch.Generator("cpu").manual_seed(args.seed),
+            num_frames=args.num_frames,
+            fps=args.fps,
+            speed=args.speed,
+            amplitude=args.amplitude,
+            motion_mask=args.mask,
+            output_size=args.size,
+            crop=args.crop,
+            renderer=args.renderer,
+            return_displacements=args.save_motion,
+        )
+    for warning in caught:
+        if issubclass(warning.category, MotionPipelineWarning):
+            print(f"warning: {photo.name}: {warning.message}")
+    for stage, seconds in pipeline.last_timings.items():
+        timings[stage] += seconds
 
     start = time.perf_counter()
-    if synthesis is not None:
-        with torch.inference_mode():
-            frames = synthesis.render_frames(photo_rgb, disp, progress=True)
-    else:
-        frames = render_frames(photo_rgb, disp, method=args.renderer)
-    timings["render"] += time.perf_counter() - start
-
-    start = time.perf_counter()
-    _write_frames(out_path, frames, args.fps, args.format, args.overwrite)
+    _write_frames(out_path, result.frames[0], args.fps, args.format, args.overwrite)
     if args.save_motion:
-        _save_motion(out_path.parent, out_path.name.split(".")[0], spectral, disp, config)
+        _save_motion(out_path, result.spectral[0], result.displacements[0],
+                     pipeline.motion_config, args.fps)  # fmt: skip
     timings["write"] += time.perf_counter() - start
+    frames = result.frames[0]
+    shown = f"{frames.shape[2]}x{frames.shape[1]}"
+    source = f"{image.size[0]}x{image.size[1]}"
+    on_disk = image_size_on_disk(photo)
+    if on_disk and image.size != on_disk:
+        source = f"{on_disk[0]}x{on_disk[1]} downscaled to {source} on loading"
+    return f"wrote {out_path} ({len(frames)} frames of {shown}, from a {source} photo)"
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_args(args)
-    targets = plan_outputs(args.image, args.output, args.format, args.overwrite)
+    check_args(args)
+    single_file = args.format != "frames" and Path(args.output).suffix.lower() == f".{args.format}"
+    targets = plan_outputs(
+        args.image,
+        args.output,
+        args.format,
+        args.overwrite,
+        extra_outputs=motion_paths if args.save_motion else None,
+        single_file=single_file,
+    )
     photos = list(targets)
+    for photo in photos:  # frames that cannot fit are refused before anything loads
+        on_disk = None if args.size or args.crop else image_size_on_disk(photo)
+        size = args.size or (default_output_size(on_disk) if on_disk else None)
+        if size is not None:
+            check_memory(args.num_frames, size, MotionConfig().num_freqs, photo)
 
-    timings = {"load": 0.0, "motion": 0.0, "render": 0.0, "write": 0.0}
+    timings = {"load": 0.0, "sample": 0.0, "motion": 0.0, "render": 0.0, "write": 0.0}
     start = time.perf_counter()
-    device = pick_device(args.device)
-    pipeline, synthesis = load_models(args.model, args.renderer, device)
+    pipeline = load_pipeline(args.model, args.renderer, pick_device(args.device))
     pipeline.set_scheduler(args.scheduler)
     timings["load"] = time.perf_counter() - start
 
     def process(photo: Path) -> str:
-        animate(args, pipeline, synthesis, photo, targets[photo], timings)
-        return f"wrote {targets[photo]}"
+        return animate(args, pipeline, photo, targets[photo], timings)
 
     return run_batch(photos, process, timings)

@@ -1,44 +1,66 @@
-"""``MotionPipeline``: photo -> spectral volume -> per-frame displacements.
+"""``MotionPipeline``: photo -> spectral volume -> displacements -> rendered frames.
 
-The diffusers pipeline of Generative Image Dynamics. It holds three components and two
-plain dictionaries that travel with them:
+The one diffusers pipeline of Generative Image Dynamics: ``sample.py``, ``evaluate.py``
+and the web demo all call it, none re-implements a step. Its components, all declared in
+``model_index.json`` and loaded by one ``from_pretrained``:
 
-* ``vae``: the spectral codec (``models.spectral_codec``: an ``AutoencoderKL`` or a
+* ``codec``: the spectral codec (``models.spectral_codec``: an ``AutoencoderKL`` or a
   ``ResampleSpectralCodec``), normalised spectral volume ``(B, K, 4, H, W)`` <-> scaled
-  latents ``(B, K, c, h, w)``;
+  latents ``(B, K, c, h, w)``. Folders written before it had this name call it ``vae``;
+  they still load.
 * ``unet``: the ``MotionUNet`` denoiser, ``unet(latents, t, image).sample``, conditioned on
   the photo ``(B, 3, H, W)`` in [-1, 1]; an all-zero photo is the unconditional input;
-* ``scheduler``: any diffusers scheduler (DDIM by default; swap in
-  ``DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`` for few steps);
-* ``motion_config`` (``data.config.MotionConfig`` as a dict: T, fps, K, width, height) and
-  ``normalization`` (``data.spectral.FrequencyNormalizer`` as a dict). Both are
-  registered to the pipeline's config, so ``save_pretrained`` writes them into
-  ``model_index.json`` and ``from_pretrained`` hands them back to ``__init__`` unchanged.
+* ``scheduler``: any diffusers scheduler (``set_scheduler("dpm")`` for few steps);
+* ``renderer`` (optional): the learned ``FrameSynthesisModel``; without it the splatting
+  renderers still work;
+* ``motion_config`` (``data.config.MotionConfig`` as a dict: T, fps, K, training size) and
+  ``normalization`` (``data.spectral.FrequencyNormalizer`` as a dict), registered to the
+  config so that they travel in ``model_index.json``.
 
 One call, step by step (see ``__call__``)::
 
-    photo --resize (cover + centre crop)--> image (B, 3, H, W) in [-1, 1]
-    noise (B, K, c, h, w) --for t in timesteps: U-Net (+ classifier-free guidance)
-                                                  (+ loop self-guidance) -> scheduler.step
-    latents --codec decode--> S' (normalised) --denormalise--> S (B, K, 4, H, W) px
-            --Fourier series at frames 0..N-1--> D (B, N, H, W, 2) px
+    photo (any size, aspect) --fit (crop only to an explicit output aspect)--> photo at
+        the output size (default: its own, long side <= 1024)
+      --resize to the model's pixel budget, aspect kept, reflect-pad to the U-Net's multiple-->
+        model input (B, 3, h_m, w_m) in [-1, 1]
+    noise --for t in timesteps: U-Net (+ classifier-free guidance) (+ loop self-guidance)
+          -> scheduler.step--> latents --decode, denormalise, crop the padding-->
+        S (B, K, 4, h, w) px of the model frame
+      --D[0] = 0 (frame 0 is the photo), upsample to the output size, scale to its pixels,
+        x amplitude, x the feathered motion mask--> S (B, K, 4, H, W) px
+      --Fourier series at t_n = n / fps * speed--> D (B, N, H, W, 2) px
+      --renderer (learned, or a splatting baseline)--> frames (B, N, H, W, 3) uint8
 
 Seamless looping (the paper's motion self-guidance): with ``loop_guidance_scale > 0``
 each step predicts the clean latents x0, decodes them to displacements and takes the
 gradient of ``L = |D[T-1] - D[0]|_1 + |grad D[T-1] - grad D[0]|_1`` (spatial finite
-differences, summed over pixels) with respect to x0; the noise prediction is then moved
-along that gradient as in classifier guidance (``_loop_guidance``). docs/MOTION_PIPELINE.md
-defines the loop error and shows what the guidance does to it.
+differences, summed over pixels) with respect to x0; x0 then moves against it
+(``_loop_guidance``). docs/MOTION_PIPELINE.md defines the loop error and shows what the
+guidance does to it.
+
+Why resize and pad rather than tile or crop: the U-Net is convolutional (plus per-pixel
+frequency attention and one mid-block attention), so it runs at any size; keeping its
+training pixel budget keeps the receptive field and the motion's scale in pixels what it
+learnt. Rounding the size to the U-Net's multiple (32 px for the shipped model) would bend
+the aspect by up to 10 %, so the photo is resized at its exact aspect and reflect-padded
+instead; the padding's motion is cropped away. docs/SAMPLING.md measures it against the
+cover crop.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import math
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -51,9 +73,25 @@ from models import SCHEDULERS
 
 TRAIN_UNET_HINT = (
     "a motion pipeline is a folder written by MotionPipeline.save_pretrained (model_index.json "
-    "+ vae/ + unet/ + scheduler/); build one from train_unet.py's output with "
+    "+ codec/ + unet/ + scheduler/ [+ renderer/]); build one from train_unet.py's output with "
     "MotionPipeline.from_training_output(OUTPUT_DIR)"
 )
+# Default cap of the output's long side: the photo's own size up to this, never upscaled.
+MAX_OUTPUT_SIDE = 1024
+# The baselines of ``splatting.render_frames`` that ``renderer=`` accepts beside "synthesis".
+SPLATTING_RENDERERS = ("softsplat", "average", "remap")
+RENDERERS = ("synthesis", *SPLATTING_RENDERERS)
+# Width of the motion mask's feathered edge, as a fraction of the output's long side: wide
+# enough that no seam shows where moving pixels meet still ones, narrow enough to keep a
+# brushed region's shape.
+MASK_FEATHER_FRACTION = 0.015
+MASK_FEATHER_MIN_PX = 3.0
+# Two aspects closer than this are the same (rounding of a resized photo or mask).
+ASPECT_TOLERANCE = 0.02
+
+
+class MotionPipelineWarning(UserWarning):
+    """Something a user should know about their input (an upscaled photo, a stretched mask)."""
 
 
 @dataclass
@@ -61,16 +99,21 @@ class MotionPipelineOutput(BaseOutput):
     """What ``MotionPipeline.__call__`` returns.
 
     Attributes:
-        spectral: ``(B, K, 4, H, W)`` spectral volumes in pixels (channels
-            ``re_x, im_x, re_y, im_y``); numpy float32 or a torch tensor (``output_type="pt"``).
+        frames: ``(B, N, H, W, 3)`` uint8 rendered frames at the output size (frame 0 is the
+            photo), or None with ``renderer=None``.
+        spectral: ``(B, K, 4, H, W)`` spectral volumes in pixels of the output size
+            (channels ``re_x, im_x, re_y, im_y``), amplitude and motion mask applied, the
+            DC term shifted so that D[0] = 0; numpy float32 or a torch tensor (``"pt"``).
         displacements: ``(B, N, H, W, 2)`` displacement of every pixel of the photo at
-            frames ``0 .. N-1`` (frame n at ``n / fps`` s), in pixels, x then y.
-        images: the photos as the model saw them: ``(B, H, W, 3)`` uint8 (``"np"``), or
+            frame n (at ``n / fps * speed`` s of the model's clip), in pixels, x then y; None
+            with ``return_displacements=False``.
+        images: the photos at the output size: ``(B, H, W, 3)`` uint8 (``"np"``), or
             ``(B, 3, H, W)`` in [-1, 1] (``"pt"``).
     """
 
+    frames: np.ndarray | torch.Tensor | None
     spectral: np.ndarray | torch.Tensor
-    displacements: np.ndarray | torch.Tensor
+    displacements: np.ndarray | torch.Tensor | None
     images: np.ndarray | torch.Tensor
 
 
@@ -142,6 +185,15 @@ def loop_loss(disp_first: torch.Tensor, disp_last: torch.Tensor) -> torch.Tensor
     )
 
 
+def _check_finite(name: str, value: float, minimum: float, strict: bool = False) -> float:
+    """``value`` as a float, or ValueError naming ``name`` if NaN, infinite or too small."""
+    value = float(value)
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
+    return value
+
+
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
     """Any PIL image (EXIF-rotated, RGBA, L, P, 16-bit, float) -> (H, W, 3) uint8 upright RGB."""
     from data.images import to_rgb
@@ -173,27 +225,194 @@ def _array_to_rgb(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def to_rgb_array(item) -> np.ndarray:
+    """A photo (PIL image, path, array or ``(3, H, W)`` tensor in [-1, 1]) -> (H, W, 3) uint8."""
+    if isinstance(item, (str, Path)):
+        from data.images import load_image
+
+        item = load_image(item)
+    if isinstance(item, Image.Image):
+        return _pil_to_rgb(item)
+    if isinstance(item, np.ndarray):
+        return _array_to_rgb(item)
+    if isinstance(item, torch.Tensor):
+        if item.ndim != 3 or item.shape[0] != 3:
+            raise ValueError(
+                f"an image tensor must be (3, H, W) or (B, 3, H, W) in [-1, 1], "
+                f"got shape {tuple(item.shape)}"
+            )
+        rgb = (item.detach().float().cpu().permute(1, 2, 0).clamp(-1, 1) + 1.0) * 127.5
+        return np.ascontiguousarray(rgb.round().to(torch.uint8).numpy())
+    raise TypeError(
+        f"image must be a PIL image, a path, a numpy array or a tensor, got {type(item).__name__}"
+    )
+
+
+# ------------------------------------------------------------------------ sizes and masks
+
+
+def default_output_size(
+    photo_size: tuple[int, int], max_side: int = MAX_OUTPUT_SIDE
+) -> tuple[int, int]:
+    """The photo's own ``(width, height)``, shrunk (aspect kept) so its long side <= ``max_side``."""
+    width, height = photo_size
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return abs((a[0] / a[1]) / (b[0] / b[1]) - 1.0) <= ASPECT_TOLERANCE
+
+
+def fit_to_size(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``(H, W[, C])`` to ``size = (width, height)``; a different aspect is cover-cropped."""
+    height, width = array.shape[:2]
+    if _same_aspect((width, height), size):
+        return resize_cover_crop(array, size, mode="stretch")
+    return resize_cover_crop(array, size, mode="crop")
+
+
+def model_frame_size(
+    aspect: float, training_size: tuple[int, int], multiple: int
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where the U-Net samples a photo of ``aspect`` (width / height).
+
+    The frame keeps the training frame's pixel budget (width x height) at the photo's exact
+    aspect; the U-Net needs multiples of ``multiple``, so the frame is then padded.
+
+    Returns:
+        ``((width, height), (padded_width, padded_height))``.
+    """
+    budget = training_size[0] * training_size[1]
+    height = max(1, round(math.sqrt(budget / aspect)))
+    width = max(1, round(height * aspect))
+    padded = (-(-width // multiple) * multiple, -(-height // multiple) * multiple)
+    return (width, height), padded
+
+
+def read_mask(mask, source: str = "the motion mask") -> np.ndarray:
+    """A mask -> ``(h, w)`` float32 in [0, 1] at its own size (1 = white).
+
+    Accepts a path, a PIL image (transparent pixels count as black: a brush painted on a
+    transparent layer), an ``(H, W)`` / ``(H, W, C)`` array (bool, uint8, uint16, or float
+    in [0, 1]) or a tensor.
+
+    Raises:
+        ValueError: unreadable, badly shaped, non-finite or out of range.
+    """
+    if isinstance(mask, (str, Path)):
+        from data.images import load_image
+
+        source = str(mask)
+        mask = load_image(mask, keep_alpha=True, max_side=None)
+    if isinstance(mask, Image.Image):
+        rgba = np.asarray(mask.convert("RGBA"), dtype=np.float32) / 255.0
+        return np.ascontiguousarray(rgba[..., :3].mean(axis=2) * rgba[..., 3])
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    array = np.asarray(mask)
+    if array.ndim == 3 and array.shape[2] in (1, 3, 4):
+        array = array[..., : min(3, array.shape[2])]  # colour channels; alpha is dropped
+    elif array.ndim != 2:
+        raise ValueError(f"{source}: must be (H, W) or (H, W, C), got shape {array.shape}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.float32)
+    elif array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        array = array.astype(np.float32) / 65535.0
+    else:
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise ValueError(f"{source}: contains NaN or infinite values")
+        if array.min() < 0.0 or array.max() > 1.0:
+            raise ValueError(
+                f"{source}: float values must lie in [0, 1], got "
+                f"[{array.min():.3g}, {array.max():.3g}]"
+            )
+    if array.ndim == 3:
+        array = array.mean(axis=2)
+    return np.ascontiguousarray(array)
+
+
+def load_motion_mask(
+    mask, photo_size: tuple[int, int], source: str = "the motion mask"
+) -> np.ndarray:
+    """A user's motion mask (``read_mask``) -> ``(H, W)`` float32 in [0, 1] at the photo's
+    ``(W, H)``. White (1) may move, black (0) stays still, grey in between. A mask of
+    another aspect is stretched to the photo with a warning.
+
+    Raises:
+        ValueError: as ``read_mask``, or all black (nothing may move).
+    """
+    if isinstance(mask, (str, Path)):
+        source = str(mask)
+    array = read_mask(mask, source)
+    height, width = array.shape
+    if not _same_aspect((width, height), photo_size):
+        warnings.warn(
+            f"{source} is {width}x{height}, another aspect than the photo "
+            f"({photo_size[0]}x{photo_size[1]}); it is stretched to fit",
+            MotionPipelineWarning,
+            stacklevel=3,
+        )
+    array = np.clip(resize_cover_crop(array, photo_size, mode="stretch"), 0.0, 1.0)
+    if array.max() <= 1.0 / 255.0:
+        raise ValueError(f"{source} is all black: nothing may move (white = moves, black = still)")
+    return array
+
+
+def feathered_gate(mask: np.ndarray, feather_px: float) -> np.ndarray:
+    """A mask ``(H, W)`` in [0, 1] -> a gate that is exactly 0 where the mask is black and
+    rises smoothly (over ``feather_px`` pixels, at least ``MASK_FEATHER_MIN_PX``) to the mask's blurred value inside.
+
+    ``gate = blur(mask) * smoothstep(min(1, distance to the nearest black pixel / feather))``:
+    the blur softens a brushed edge so that no seam shows, the distance ramp keeps black
+    pixels perfectly still even right next to a white region.
+    """
+    feather_px = max(float(feather_px), MASK_FEATHER_MIN_PX)
+    sigma = feather_px / 2.0
+    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigmaX=sigma, sigmaY=sigma)
+    black = mask <= 1.0 / 255.0
+    if not black.any():
+        return np.clip(soft, 0.0, 1.0)
+    distance = cv2.distanceTransform((~black).astype(np.uint8), cv2.DIST_L2, 5)
+    ramp = np.clip(distance / feather_px, 0.0, 1.0)
+    ramp = ramp * ramp * (3.0 - 2.0 * ramp)  # smoothstep: no kink where the ramp ends
+    return np.clip(soft * ramp, 0.0, 1.0).astype(np.float32)
+
+
+def estimate_memory_bytes(num_frames: int, output_size: tuple[int, int], num_freqs: int) -> int:
+    """Bytes a call holds at once for one photo: frames (uint8), displacements and the
+    spectral volume (float32) at the output size."""
+    pixels = output_size[0] * output_size[1]
+    return num_frames * pixels * (3 + 2 * 4) + num_freqs * 4 * pixels * 4
+
+
 # ---------------------------------------------------------------------------- pipeline
 
 
 class MotionPipeline(DiffusionPipeline):
-    r"""Photo -> spectral volume -> per-frame displacements (Generative Image Dynamics).
+    r"""Photo -> spectral volume -> displacements -> frames (Generative Image Dynamics).
 
     Parameters:
-        vae: the spectral codec (``AutoencoderKL`` or ``ResampleSpectralCodec``).
+        codec: the spectral codec (``AutoencoderKL`` or ``ResampleSpectralCodec``).
         unet: the ``MotionUNet``.
         scheduler: any diffusers scheduler (``DDIMScheduler`` by default).
+        renderer: the learned ``FrameSynthesisModel`` (optional).
         motion_config: ``MotionConfig.to_dict()`` of the training data (T, fps, K, size).
         normalization: ``FrequencyNormalizer.to_dict()`` of the training data.
     """
 
-    model_cpu_offload_seq = "unet->vae"
+    model_cpu_offload_seq = "unet->codec->renderer"
+    _optional_components = ["renderer"]
 
     def __init__(
         self,
-        vae,
+        codec,
         unet,
         scheduler,
+        renderer=None,
         motion_config: dict | None = None,
         normalization: dict | None = None,
     ) -> None:
@@ -203,7 +422,7 @@ class MotionPipeline(DiffusionPipeline):
                 "MotionPipeline needs motion_config and normalization (the training data's "
                 f"MotionConfig and FrequencyNormalizer as dicts); {TRAIN_UNET_HINT}"
             )
-        self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
+        self.register_modules(codec=codec, unet=unet, scheduler=scheduler, renderer=renderer)
         # validate before registering: a bad dict fails here with the class's own message
         MotionConfig.from_dict(motion_config)
         FrequencyNormalizer.from_dict(normalization)
@@ -222,6 +441,14 @@ class MotionPipeline(DiffusionPipeline):
         """The training data's frequency-adaptive normalisation (from the pipeline's config)."""
         return FrequencyNormalizer.from_dict(self.config.normalization)
 
+    @property
+    def size_multiple(self) -> int:
+        """The model frame's sides must be multiples of this (codec factor x U-Net factor)."""
+        from models.spectral_codec import codec_downsample_factor
+
+        unet_factor = getattr(self.unet, "downsample_factor", 1)
+        return codec_downsample_factor(self.codec) * unet_factor
+
     # ------------------------------------------------------------------ construction
 
     def _check_components(self) -> None:
@@ -238,13 +465,13 @@ class MotionPipeline(DiffusionPipeline):
         unet_freqs = getattr(self.unet.config, "num_freqs", config.num_freqs)
         if unet_freqs != config.num_freqs:
             problems.append(f"unet num_freqs = {unet_freqs}, motion_config K = {config.num_freqs}")
-        codec_channels = codec_latent_channels(self.vae)
+        codec_channels = codec_latent_channels(self.codec)
         unet_channels = getattr(self.unet.config, "latent_channels", codec_channels)
         if unet_channels != codec_channels:
             problems.append(
                 f"unet latent_channels = {unet_channels}, codec latent channels = {codec_channels}"
             )
-        factor = codec_downsample_factor(self.vae)
+        factor = codec_downsample_factor(self.codec)
         if config.width % factor or config.height % factor:
             problems.append(
                 f"frame size {config.width}x{config.height} is not a multiple of the codec's "
@@ -261,34 +488,57 @@ class MotionPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> MotionPipeline:
         """Load a pipeline folder (or hub id) written by ``save_pretrained``.
 
+        Older local folders still load: one whose ``model_index.json`` names the codec
+        ``vae``, and one whose learned renderer sits in ``renderer/`` without being declared.
         A local folder without ``model_index.json`` raises ``FileNotFoundError`` that says
         how to make one (train_unet.py, ``from_training_output``).
         """
-        local = Path(pretrained_model_name_or_path)
-        if local.is_dir() and not (local / "model_index.json").is_file():
-            hint = (
-                " (it looks like train_unet.py's output: use MotionPipeline.from_training_output)"
-                if (local / "unet").is_dir()
-                else ""
-            )
-            raise FileNotFoundError(
-                f"{local}: no model_index.json, not a motion pipeline{hint}; {TRAIN_UNET_HINT}"
-            )
         # diffusers imports a component's class only from modules already imported
+        import models.frame_synthesis  # noqa: F401
         import models.motion_unet  # noqa: F401
         import models.spectral_codec  # noqa: F401
 
+        local = Path(pretrained_model_name_or_path)
+        if local.is_dir():
+            index_path = local / "model_index.json"
+            if not index_path.is_file():
+                hint = (
+                    " (it looks like train_unet.py's output: use "
+                    "MotionPipeline.from_training_output)"
+                    if (local / "unet").is_dir()
+                    else ""
+                )
+                raise FileNotFoundError(
+                    f"{local}: no model_index.json, not a motion pipeline{hint}; {TRAIN_UNET_HINT}"
+                )
+            try:
+                index = json.loads(index_path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise ValueError(f"{index_path}: not a valid JSON file ({error})") from None
+            if "codec" not in index and "vae" in index and "codec" not in kwargs:
+                kwargs["codec"] = _load_component(local / "vae", index["vae"])
+            renderer_dir = local / "renderer"
+            declared = index.get("renderer") not in (None, [None, None])
+            if (
+                not declared
+                and "renderer" not in kwargs
+                and (renderer_dir / "config.json").is_file()
+            ):
+                kwargs["renderer"] = _load_component(
+                    renderer_dir, ["models.frame_synthesis", "FrameSynthesisModel"]
+                )
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def from_training_output(
-        cls, output_dir: str | Path, scheduler: str = "ddim"
+        cls, output_dir: str | Path, scheduler: str = "ddim", renderer=None
     ) -> MotionPipeline:
         """Assemble a pipeline from ``train_unet.py``'s ``output_dir/{unet,scheduler,codec}``.
 
         Args:
             scheduler: a name of ``SCHEDULERS`` (default ``"ddim"``; ``"ddpm"`` is the
                 training scheduler as saved).
+            renderer: a ``FrameSynthesisModel`` to include (optional).
         """
         from diffusers import DDPMScheduler
 
@@ -307,9 +557,10 @@ class MotionPipeline(DiffusionPipeline):
         unet = MotionUNet.from_pretrained(output_dir / "unet")
         trained = DDPMScheduler.from_pretrained(output_dir / "scheduler")
         return cls(
-            vae=codec,
+            codec=codec,
             unet=unet,
             scheduler=scheduler_cls.from_config(trained.config),
+            renderer=renderer,
             motion_config=motion_config.to_dict(),
             normalization=normalizer.to_dict(),
         )
@@ -320,59 +571,99 @@ class MotionPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ inputs
 
-    def preprocess(self, image) -> torch.Tensor:
-        """Photo(s) -> ``(B, 3, H, W)`` float32 in [-1, 1] at the model's size.
+    def output_size_for(
+        self,
+        photo_size: tuple[int, int],
+        output_size: tuple[int, int] | None = None,
+        crop: bool = False,
+    ) -> tuple[int, int]:
+        """The ``(width, height)`` a photo of ``photo_size`` is animated at.
+
+        ``output_size`` if given; with ``crop``, the model's training size (the photo is
+        cover-cropped to it); otherwise the photo's own size, long side capped at
+        ``MAX_OUTPUT_SIDE``.
+        """
+        if output_size is not None:
+            width, height = (int(v) for v in output_size)
+            if width < 1 or height < 1:
+                raise ValueError(f"output_size must be positive, got {output_size}")
+            return width, height
+        if crop:
+            return self.motion_config.size
+        return default_output_size(photo_size)
+
+    def preprocess(
+        self, image, output_size: tuple[int, int] | None = None, crop: bool = False
+    ) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+        """Photo(s) -> the photos at the output size, ``(H, W, 3)`` uint8 each, and each
+        photo's original ``(width, height)``.
 
         Accepts a PIL image (any mode, EXIF orientation applied), a path, an ``(H, W[, C])``
         uint8/uint16/float array, a ``(3, H, W)`` / ``(B, 3, H, W)`` tensor in [-1, 1], or
-        a list of those. Each is resized to cover the model's frame and centre-cropped
-        (``data.video.resize_cover_crop``).
+        a list of those. A photo is cover-cropped only when the output aspect differs from
+        its own (an explicit ``output_size`` or ``crop``). Enlarging a photo warns.
         """
-        size = self.motion_config.size
         if isinstance(image, torch.Tensor) and image.ndim == 4:
             image = list(image)
         if not isinstance(image, (list, tuple)):
             image = [image]
         if not image:
             raise ValueError("no image given (an empty list)")
-        out = []
+        photos, sizes = [], []
         for item in image:
-            if isinstance(item, (str, Path)):
-                from data.images import load_image
-
-                item = load_image(item)
-            if isinstance(item, Image.Image):
-                rgb = _pil_to_rgb(item).astype(np.float32) / 127.5 - 1.0
-            elif isinstance(item, np.ndarray):
-                rgb = _array_to_rgb(item).astype(np.float32) / 127.5 - 1.0
-            elif isinstance(item, torch.Tensor):
-                if item.ndim != 3 or item.shape[0] != 3:
-                    raise ValueError(
-                        f"an image tensor must be (3, H, W) or (B, 3, H, W) in [-1, 1], "
-                        f"got shape {tuple(item.shape)}"
-                    )
-                rgb = item.detach().float().cpu().permute(1, 2, 0).numpy()
-            else:
-                raise TypeError(
-                    f"image must be a PIL image, a path, a numpy array or a tensor, got "
-                    f"{type(item).__name__}"
+            rgb = to_rgb_array(item)
+            size = (rgb.shape[1], rgb.shape[0])
+            target = self.output_size_for(size, output_size, crop)
+            if target[0] * target[1] > size[0] * size[1] * 1.01:
+                warnings.warn(
+                    f"the photo ({size[0]}x{size[1]}) is upscaled to {target[0]}x{target[1]}: "
+                    "the output holds no more detail than the photo",
+                    MotionPipelineWarning,
+                    stacklevel=3,
                 )
-            rgb = resize_cover_crop(np.ascontiguousarray(rgb), size)
-            out.append(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
-        return torch.stack(out).clamp(-1.0, 1.0)
+            photos.append(fit_to_size(rgb, target))
+            sizes.append(size)
+        if len({p.shape for p in photos}) > 1:
+            raise ValueError(
+                "photos of different sizes in one call: pass output_size, or call once per photo"
+            )
+        return photos, sizes
 
-    def latent_shape(self, batch_size: int) -> tuple[int, ...]:
-        """``(B, K, c, h, w)`` of the latents the U-Net denoises."""
+    def model_input(self, photos: list[np.ndarray]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Photos at the output size -> the U-Net's input ``(B, 3, h_p, w_p)`` in [-1, 1] and
+        the model frame ``(w, h)`` inside it (the rest is reflect padding)."""
+        height, width = photos[0].shape[:2]
+        (model_w, model_h), (pad_w, pad_h) = model_frame_size(
+            width / height, self.motion_config.size, self.size_multiple
+        )
+        batch = []
+        for rgb in photos:
+            small = resize_cover_crop(rgb, (model_w, model_h), mode="stretch")
+            tensor = torch.from_numpy(small.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+            batch.append(tensor)
+        images = torch.stack(batch)
+        pad = (0, pad_w - model_w, 0, pad_h - model_h)
+        if any(pad):  # reflect needs the pad smaller than the side; replicate beyond that
+            mode = "reflect" if pad[1] < model_w and pad[3] < model_h else "replicate"
+            images = F.pad(images, pad, mode=mode)
+        return images, (model_w, model_h)
+
+    def latent_shape(
+        self, batch_size: int, frame_size: tuple[int, int] | None = None
+    ) -> tuple[int, ...]:
+        """``(B, K, c, h, w)`` of the latents the U-Net denoises for a (padded) model frame
+        ``(width, height)`` (default: the training size)."""
         from models.spectral_codec import codec_downsample_factor
 
-        factor = codec_downsample_factor(self.vae)
+        factor = codec_downsample_factor(self.codec)
         config = self.motion_config
+        width, height = frame_size or config.size
         return (
             batch_size,
             config.num_freqs,
             self.unet.config.latent_channels,
-            config.height // factor,
-            config.width // factor,
+            height // factor,
+            width // factor,
         )
 
     # ------------------------------------------------------------------ pieces of a step
@@ -381,7 +672,7 @@ class MotionPipeline(DiffusionPipeline):
         """Scaled latents ``(B, K, c, h, w)`` -> spectral volumes in pixels ``(B, K, 4, H, W)``."""
         from models.spectral_codec import decode_latents
 
-        return self.normalizer.denormalize(decode_latents(self.vae, latents).float())
+        return self.normalizer.denormalize(decode_latents(self.codec, latents).float())
 
     def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         alphas_cumprod = getattr(self.scheduler, "alphas_cumprod", None)
@@ -462,6 +753,169 @@ class MotionPipeline(DiffusionPipeline):
         eps = (latents - a.sqrt() * x0) / (1 - a).sqrt()
         return self._join_prediction(eps, latents, t), loss
 
+    # ------------------------------------------------------------------ stages of a call
+
+    def sample_spectral(
+        self,
+        images: torch.Tensor,
+        frame_size: tuple[int, int],
+        num_inference_steps: int = 25,
+        guidance_scale: float = 1.0,
+        loop_guidance_scale: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Denoise the K frequency latents of each photo jointly.
+
+        Args:
+            images: ``(B, 3, h_p, w_p)`` in [-1, 1] (``model_input``).
+            frame_size: ``(w, h)`` of the model frame inside the padded input.
+
+        Returns:
+            ``(B, K, 4, h, w)`` spectral volumes in pixels of the model frame.
+        """
+        device = self._execution_device
+        images = images.to(device=device, dtype=self.unet.dtype)
+        batch_size = images.shape[0]
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"{len(generator)} generators for {batch_size} photos")
+        do_cfg = guidance_scale > 1.0
+        # classifier-free guidance: the unconditional input is an all-zero (grey) photo
+        condition = torch.cat([images, torch.zeros_like(images)]) if do_cfg else images
+
+        shape = self.latent_shape(batch_size, (images.shape[-1], images.shape[-2]))
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        latents = latents.to(device) * self.scheduler.init_noise_sigma
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        step_kwargs = {}
+        if "generator" in inspect.signature(self.scheduler.step).parameters:
+            step_kwargs["generator"] = generator
+        self.loop_losses = []  # per step, (B,) loop loss of the predicted x0 (for inspection)
+        for t in self.progress_bar(self.scheduler.timesteps):
+            # a. predict the noise, conditional and (for CFG) unconditional in one batch
+            model_input = torch.cat([latents] * 2) if do_cfg else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            output = self.unet(model_input, t, condition).sample
+            # b. classifier-free guidance
+            if do_cfg:
+                cond, uncond = output.chunk(2)
+                output = uncond + guidance_scale * (cond - uncond)
+            # c. motion self-guidance toward a seamless loop
+            if loop_guidance_scale > 0:
+                output, loss = self._loop_guidance(output, latents, t, loop_guidance_scale)
+                self.loop_losses.append(loss.cpu())
+            # d. x_t -> x_{t-1}
+            latents = self.scheduler.step(output, t, latents, **step_kwargs).prev_sample
+
+        spectral = self.decode_spectral(latents)  # (B, K, 4, h_p, w_p) px
+        return spectral[..., : frame_size[1], : frame_size[0]]
+
+    def motion_at_output(
+        self,
+        spectral: torch.Tensor,
+        output_size: tuple[int, int],
+        amplitude: float = 1.0,
+        gate: np.ndarray | None = None,
+    ) -> torch.Tensor:
+        """Spectral volumes of the model frame -> spectral volumes of the output frame.
+
+        1. D[0] = 0: the photo is the clip's reference frame (training flow is measured from
+           frame 0), but a sampled volume misses that by ~0.1 px; the DC term absorbs the
+           difference, so frame 0 of every animation is the photo itself.
+        2. Upsampled (bilinear) to ``output_size`` and scaled to its pixels (x by the width
+           ratio, y by the height ratio), times ``amplitude``.
+        3. Times ``gate`` ``(H, W)`` (``feathered_gate`` of a motion mask), if given.
+
+        Args:
+            spectral: ``(B, K, 4, h, w)`` px of the model frame.
+
+        Returns:
+            ``(B, K, 4, H, W)`` float32 px of the output frame.
+        """
+        spectral = spectral.float().clone()
+        first = displacement_at_phases(spectral, [0.0])[:, 0]  # (B, h, w, 2)
+        spectral[:, 0, 0] -= first[..., 0]
+        spectral[:, 0, 2] -= first[..., 1]
+        batch, num_freqs, channels, height, width = spectral.shape
+        out_w, out_h = output_size
+        if (out_w, out_h) != (width, height):
+            flat = spectral.reshape(batch, num_freqs * channels, height, width)
+            flat = F.interpolate(flat, size=(out_h, out_w), mode="bilinear", align_corners=False)
+            spectral = flat.reshape(batch, num_freqs, channels, out_h, out_w)
+        scale = torch.tensor([out_w / width, out_w / width, out_h / height, out_h / height])
+        spectral = spectral * (scale.to(spectral) * amplitude).view(1, 1, 4, 1, 1)
+        if gate is not None:
+            spectral = spectral * torch.from_numpy(gate).to(spectral)
+        return spectral
+
+    def displacements(
+        self,
+        spectral: torch.Tensor,
+        num_frames: int,
+        fps: float | None = None,
+        speed: float = 1.0,
+    ) -> torch.Tensor:
+        """Spectral volumes -> displacement at ``num_frames`` frames of ``fps``.
+
+        Frame n shows the model's clip at ``n / fps * speed`` seconds (phase
+        ``n / fps * speed * fps_model / T``); the motion loops every ``T / fps_model`` s.
+
+        Args:
+            spectral: ``(B, K, 4, H, W)`` px (``motion_at_output``).
+            fps: frames per second of the animation (default: the model's).
+
+        Returns:
+            ``(B, N, H, W, 2)`` px, the input's dtype and device.
+        """
+        config = self.motion_config
+        fps = config.fps if fps is None else fps
+        seconds = np.arange(num_frames, dtype=np.float64) / fps * speed
+        return displacement_at_phases(spectral, seconds * config.fps / config.num_frames)
+
+    def resolve_renderer(self, renderer: str | None) -> str | None:
+        """``"auto"`` -> ``"synthesis"`` when the pipeline has a learned renderer, else
+        ``"softsplat"``; any other name is checked."""
+        if renderer is None:
+            return None
+        if renderer == "auto":
+            return "synthesis" if self.renderer is not None else "softsplat"
+        if renderer not in RENDERERS:
+            raise ValueError(
+                f"renderer must be one of {('auto', *RENDERERS)} or None, got {renderer!r}"
+            )
+        if renderer == "synthesis" and self.renderer is None:
+            raise ValueError(
+                "renderer='synthesis' but this pipeline has no learned renderer (renderer/); "
+                f"use one of {SPLATTING_RENDERERS}, or add a FrameSynthesisModel "
+                "(train_frame_synthesis.py)"
+            )
+        return renderer
+
+    def render(
+        self,
+        photo: np.ndarray,
+        displacements: np.ndarray | torch.Tensor,
+        renderer: str = "auto",
+        progress: bool | None = None,
+    ) -> np.ndarray:
+        """Draw one photo's frames: ``(H, W, 3)`` uint8 and ``(N, H, W, 2)`` px -> ``(N, H, W, 3)``
+        uint8, with the learned renderer (``"synthesis"``) or a splatting baseline."""
+        renderer = self.resolve_renderer(renderer)
+        if renderer is None:
+            raise ValueError("render: renderer=None draws nothing")
+        if progress is None:
+            progress = not self._progress_bar_config.get("disable", False)
+        if renderer == "synthesis":
+            with torch.inference_mode():
+                return self.renderer.render_frames(photo, displacements, progress=progress)
+        from splatting import render_frames
+
+        return render_frames(photo, displacements, method=renderer, device=self._execution_device)
+
     # ------------------------------------------------------------------ the call
 
     @torch.no_grad()
@@ -472,90 +926,128 @@ class MotionPipeline(DiffusionPipeline):
         guidance_scale: float = 1.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_frames: int | None = None,
+        fps: float | None = None,
+        speed: float = 1.0,
+        amplitude: float = 1.0,
+        motion_mask=None,
         loop_guidance_scale: float = 0.0,
         latents: torch.Tensor | None = None,
+        output_size: tuple[int, int] | None = None,
+        crop: bool = False,
+        renderer: str | None = "auto",
+        return_displacements: bool = True,
         output_type: str = "np",
         return_dict: bool = True,
     ) -> MotionPipelineOutput | tuple:
-        r"""Generate the motion of each photo.
+        r"""Animate each photo: sample its motion, evaluate it at every frame, render.
 
         Args:
-            image: a photo or a list of photos (see ``preprocess``).
+            image: a photo or a list of photos (see ``preprocess``), any size and aspect.
             num_inference_steps: denoising steps.
             guidance_scale: classifier-free guidance weight w on the photo condition
                 (``eps = eps_uncond + w * (eps_cond - eps_uncond)``); ``<= 1`` runs the
                 conditional branch only.
             generator: a ``torch.Generator`` or one per photo (then a batch equals the
                 single calls with the same generators).
-            num_frames: frames of displacement to return (default: the model's T); frame
-                n is at ``n / fps`` s and the motion repeats every T frames.
+            num_frames: frames to make (default: the model's T).
+            fps: frames per second of the animation (default: the model's); with
+                ``speed`` it fixes which instant of the model's clip each frame shows.
+            speed: plays the motion this many times faster.
+            amplitude: scales the motion (0: a still photo).
+            motion_mask: where things may move: an ``(H, W)`` array, PIL image, tensor or
+                path, white = may move, black = stays still, grey in between; resized to the
+                photo (stretched with a warning if its aspect differs). The sampled motion
+                is gated by it, feathered (``feathered_gate``), so black pixels never move.
             loop_guidance_scale: motion self-guidance weight toward a seamless loop (0: off).
             latents: initial noise ``(B, K, c, h, w)`` instead of drawing it.
+            output_size: ``(width, height)`` of the frames. Default: the photo's own size, long
+                side capped at ``MAX_OUTPUT_SIDE`` (with ``crop``: the model's training size).
+                Another aspect than the photo's cover-crops the photo.
+            crop: cover-crop the photo to the model's training frame (the old behaviour).
+            renderer: ``"auto"`` (the learned renderer if the pipeline has one, else
+                ``"softsplat"``), ``"synthesis"``, ``"softsplat"``, ``"average"``, ``"remap"``,
+                or None (motion only, no frames).
+            return_displacements: also return ``(B, N, H, W, 2)`` float32 displacements
+                (``N * H * W * 8`` bytes per photo: 0.7 GB for 150 frames of 1024x576).
             output_type: ``"np"`` (numpy) or ``"pt"`` (torch tensors).
             return_dict: return a ``MotionPipelineOutput`` instead of a tuple.
 
         Returns:
-            ``MotionPipelineOutput(spectral, displacements, images)`` or that tuple.
+            ``MotionPipelineOutput(frames, spectral, displacements, images)`` or that tuple.
         """
         if output_type not in ("np", "pt"):
             raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
-        if num_inference_steps < 1:
+        if int(num_inference_steps) < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         config = self.motion_config
         num_frames = config.num_frames if num_frames is None else int(num_frames)
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        device = self._execution_device
+        guidance_scale = _check_finite("guidance_scale", guidance_scale, 0.0)
+        loop_guidance_scale = _check_finite("loop_guidance_scale", loop_guidance_scale, 0.0)
+        speed = _check_finite("speed", speed, 0.0, strict=True)
+        amplitude = _check_finite("amplitude", amplitude, 0.0)
+        fps = config.fps if fps is None else _check_finite("fps", fps, 0.0, strict=True)
+        renderer = self.resolve_renderer(renderer)
 
-        # 1. the photos at the model's size, (B, 3, H, W) in [-1, 1]
-        images = self.preprocess(image).to(device=device, dtype=self.unet.dtype)
-        batch_size = images.shape[0]
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"{len(generator)} generators for {batch_size} photos")
-        do_cfg = guidance_scale > 1.0
-        # classifier-free guidance: the unconditional input is an all-zero (grey) photo
-        condition = torch.cat([images, torch.zeros_like(images)]) if do_cfg else images
+        # seconds per stage of this call, for the command line's summary
+        timings = self.last_timings = {"sample": 0.0, "motion": 0.0, "render": 0.0}
+        start = time.perf_counter()
 
-        # 2. initial noise (B, K, c, h, w)
-        shape = self.latent_shape(batch_size)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        latents = latents.to(device) * self.scheduler.init_noise_sigma
+        # 1. the photos at the output size, and the model's view of them
+        photos, photo_sizes = self.preprocess(image, output_size, crop)
+        out_h, out_w = photos[0].shape[:2]
+        gate = None
+        if motion_mask is not None:
+            mask = load_motion_mask(motion_mask, photo_sizes[0])
+            mask = fit_to_size(mask, (out_w, out_h))
+            gate = feathered_gate(mask, MASK_FEATHER_FRACTION * max(out_w, out_h))
+        images, frame_size = self.model_input(photos)
 
-        # 3. denoise the K frequency latents jointly
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        step_kwargs = {}
-        if "generator" in inspect.signature(self.scheduler.step).parameters:
-            step_kwargs["generator"] = generator
-        self.loop_losses = []  # per step, (B,) loop loss of the predicted x0 (for inspection)
-        for t in self.progress_bar(self.scheduler.timesteps):
-            # 3a. predict the noise, conditional and (for CFG) unconditional in one batch
-            model_input = torch.cat([latents] * 2) if do_cfg else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            output = self.unet(model_input, t, condition).sample
-            # 3b. classifier-free guidance
-            if do_cfg:
-                cond, uncond = output.chunk(2)
-                output = uncond + guidance_scale * (cond - uncond)
-            # 3c. motion self-guidance toward a seamless loop
-            if loop_guidance_scale > 0:
-                output, loss = self._loop_guidance(output, latents, t, loop_guidance_scale)
-                self.loop_losses.append(loss.cpu())
-            # 3d. x_t -> x_{t-1}
-            latents = self.scheduler.step(output, t, latents, **step_kwargs).prev_sample
+        # 2. sample the spectral volume at the model's frame (B, K, 4, h, w) px
+        spectral = self.sample_spectral(
+            images, frame_size, num_inference_steps, guidance_scale,
+            loop_guidance_scale, generator, latents,
+        )  # fmt: skip
+        timings["sample"], start = time.perf_counter() - start, time.perf_counter()
 
-        # 4. decode, denormalise, evaluate the Fourier series at every frame
-        spectral = self.decode_spectral(latents)  # (B, K, 4, H, W) px
-        disp = displacement_at_frames(spectral, list(range(num_frames)), config.num_frames)
+        # 3. to the output frame (D[0] = 0, upsampled, scaled, amplitude, mask)
+        spectral = self.motion_at_output(spectral, (out_w, out_h), amplitude, gate)
 
+        # 4. displacement at every frame, then 5. the frames
+        disp = self.displacements(spectral, num_frames, fps, speed)  # (B, N, H, W, 2) px
+        timings["motion"], start = time.perf_counter() - start, time.perf_counter()
+        frames = None
+        if renderer is not None:
+            disp_np = disp.float().cpu().numpy()
+            frames = np.stack(
+                [self.render(photo, d, renderer) for photo, d in zip(photos, disp_np, strict=True)]
+            )
+
+        timings["render"] = time.perf_counter() - start
         self.maybe_free_model_hooks()
+        images_out = np.stack(photos)
         if output_type == "np":
             spectral = spectral.float().cpu().numpy()
-            disp = disp.float().cpu().numpy()
-            images = ((images.float().cpu().permute(0, 2, 3, 1) + 1) * 127.5).round()
-            images = images.clamp(0, 255).to(torch.uint8).numpy()
+            disp = disp.float().cpu().numpy() if return_displacements else None
+        else:
+            images_out = torch.from_numpy(images_out).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            frames = None if frames is None else torch.from_numpy(frames)
+            disp = disp if return_displacements else None
         if not return_dict:
-            return (spectral, disp, images)
-        return MotionPipelineOutput(spectral=spectral, displacements=disp, images=images)
+            return (frames, spectral, disp, images_out)
+        return MotionPipelineOutput(
+            frames=frames, spectral=spectral, displacements=disp, images=images_out
+        )
+
+
+def _load_component(folder: Path, library_and_class: list):
+    """Load one component of an older pipeline folder (``[module, class]`` from its index)."""
+    import importlib
+
+    module_name, class_name = library_and_class
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"{folder}: unknown component class {module_name}.{class_name}") from error
+    return cls.from_pretrained(folder)

@@ -3,9 +3,9 @@
     python scripts/assemble_default.py --unet_output OUT/unet_stage2 --renderer OUT/renderer \
         --out weights/default
 
-Writes a ``MotionPipeline`` folder (model_index.json, vae/ = the spectral codec, unet/,
-scheduler/ = DDIM, the motion config and normalisation statistics) with the renderer in
-``renderer/``: exactly what ``python sample.py --model DIR`` loads.
+Writes a ``MotionPipeline`` folder (model_index.json, codec/ = the spectral codec, unet/,
+scheduler/ = DDIM, renderer/ = the learned renderer, the motion config and normalisation
+statistics): exactly what ``python sample.py --model DIR`` loads.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generators.gid import RENDERER_SUBFOLDER  # noqa: E402
 from models.frame_synthesis import FrameSynthesisModel  # noqa: E402
 from models.pipeline_motion import MotionPipeline  # noqa: E402
 
@@ -35,10 +34,11 @@ def main() -> None:
         if not args.overwrite:
             raise SystemExit(f"error: {out} is not empty; pass --overwrite to replace it")
         shutil.rmtree(out)
-    pipeline = MotionPipeline.from_training_output(args.unet_output, scheduler="ddim")
+    renderer = FrameSynthesisModel.from_pretrained(args.renderer) if args.renderer else None
+    pipeline = MotionPipeline.from_training_output(
+        args.unet_output, scheduler="ddim", renderer=renderer
+    )
     pipeline.save_pretrained(out)
-    if args.renderer:
-        FrameSynthesisModel.from_pretrained(args.renderer).save_pretrained(out / RENDERER_SUBFOLDER)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {out} ({size / 1e6:.1f} MB)")
 

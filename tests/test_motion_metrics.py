@@ -219,7 +219,7 @@ def test_evaluate_motion_with_a_pipeline(tmp_path, one_torch_thread):
         attention_head_dim=8,
     )
     pipe = MotionPipeline(
-        vae=ResampleSpectralCodec(downsample_factor=4),
+        codec=ResampleSpectralCodec(downsample_factor=4),
         unet=unet.eval(),
         scheduler=DDIMScheduler(num_train_timesteps=100),
         motion_config=CONFIG.to_dict(),
@@ -248,7 +248,7 @@ def test_evaluate_motion_with_a_pipeline(tmp_path, one_torch_thread):
 
     other = MotionConfig(num_frames=12, fps=6.0, num_freqs=4, width=64, height=16)
     wider = MotionPipeline(
-        vae=pipe.vae,
+        codec=pipe.codec,
         unet=pipe.unet,
         scheduler=pipe.scheduler,
         motion_config=other.to_dict(),

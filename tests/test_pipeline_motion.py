@@ -26,8 +26,12 @@ from data.spectral import FrequencyNormalizer, spectral_to_displacement
 from models.motion_unet import MotionUNet
 from models.pipeline_motion import (
     MotionPipeline,
+    MotionPipelineWarning,
+    default_output_size,
     displacement_at_frames,
+    feathered_gate,
     loop_loss,
+    model_frame_size,
 )
 from models.spectral_codec import ResampleSpectralCodec, save_spectral_codec
 
@@ -54,7 +58,7 @@ def tiny_unet(num_freqs: int = CONFIG.num_freqs, latent_channels: int = 4) -> Mo
 @pytest.fixture(scope="module")
 def pipe() -> MotionPipeline:
     pipeline = MotionPipeline(
-        vae=ResampleSpectralCodec(downsample_factor=4, scaling_factor=1.0),
+        codec=ResampleSpectralCodec(downsample_factor=4, scaling_factor=1.0),
         unet=tiny_unet().eval(),
         scheduler=DDIMScheduler(num_train_timesteps=100),
         motion_config=CONFIG.to_dict(),
@@ -75,6 +79,10 @@ def run(pipe, image, seed=0, **kwargs):
         else torch.Generator().manual_seed(seed)
     )
     kwargs.setdefault("num_inference_steps", 3)
+    # the model's own frame and no frames: the motion tests' shapes; whole-frame, native
+    # size and rendering are tested below
+    kwargs.setdefault("crop", True)
+    kwargs.setdefault("renderer", None)
     return pipe(image, generator=generator, **kwargs)
 
 
@@ -141,7 +149,7 @@ def test_classifier_free_guidance_changes_the_result(pipe):
 
 def test_ddim_and_dpm_solver_both_run():
     pipeline = MotionPipeline(
-        vae=ResampleSpectralCodec(downsample_factor=4),
+        codec=ResampleSpectralCodec(downsample_factor=4),
         unet=tiny_unet().eval(),
         scheduler=DDIMScheduler(num_train_timesteps=100),
         motion_config=CONFIG.to_dict(),
@@ -188,7 +196,7 @@ def test_save_load_round_trip(pipe, tmp_path):
     pipe.save_pretrained(tmp_path / "pipe")
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
     assert index["motion_config"] == CONFIG.to_dict()
-    for name in ("vae", "unet", "scheduler"):
+    for name in ("codec", "unet", "scheduler"):
         assert (tmp_path / "pipe" / name).is_dir()
     loaded = MotionPipeline.from_pretrained(tmp_path / "pipe")
     loaded.set_progress_bar_config(disable=True)
@@ -210,7 +218,7 @@ def test_from_pretrained_in_a_fresh_process(pipe, tmp_path):
         "import sys; sys.path.insert(0, '.');"
         "from models.pipeline_motion import MotionPipeline;"
         f"p = MotionPipeline.from_pretrained({str(tmp_path / 'pipe')!r});"
-        "print(type(p.unet).__name__, type(p.vae).__name__)"
+        "print(type(p.unet).__name__, type(p.codec).__name__)"
     )
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
@@ -224,7 +232,7 @@ def test_from_training_output(pipe, tmp_path):
     out = tmp_path / "train_out"
     pipe.unet.save_pretrained(out / "unet")
     DDPMScheduler(num_train_timesteps=100).save_pretrained(out / "scheduler")
-    save_spectral_codec(pipe.vae, out / "codec", CONFIG, NORMALIZER)
+    save_spectral_codec(pipe.codec, out / "codec", CONFIG, NORMALIZER)
     loaded = MotionPipeline.from_training_output(out)
     loaded.set_progress_bar_config(disable=True)
     assert isinstance(loaded.scheduler, DDIMScheduler)
@@ -272,7 +280,7 @@ def test_not_a_pipeline_folder(tmp_path):
 def test_config_disagreement_is_refused():
     with pytest.raises(ValueError, match="num_freqs"):
         MotionPipeline(
-            vae=ResampleSpectralCodec(downsample_factor=4),
+            codec=ResampleSpectralCodec(downsample_factor=4),
             unet=tiny_unet(num_freqs=6),
             scheduler=DDIMScheduler(num_train_timesteps=100),
             motion_config=CONFIG.to_dict(),
@@ -280,7 +288,7 @@ def test_config_disagreement_is_refused():
         )
     with pytest.raises(ValueError, match="multiple"):
         MotionPipeline(
-            vae=ResampleSpectralCodec(downsample_factor=32),
+            codec=ResampleSpectralCodec(downsample_factor=32),
             unet=tiny_unet(),
             scheduler=DDIMScheduler(num_train_timesteps=100),
             motion_config=CONFIG.to_dict(),
@@ -288,7 +296,195 @@ def test_config_disagreement_is_refused():
         )
     with pytest.raises(ValueError, match="motion_config"):
         MotionPipeline(
-            vae=ResampleSpectralCodec(downsample_factor=4),
+            codec=ResampleSpectralCodec(downsample_factor=4),
             unet=tiny_unet(),
             scheduler=DDIMScheduler(num_train_timesteps=100),
         )
+
+
+# ----------------------------------------------------------------------- whole frame, any size
+
+
+@pytest.mark.parametrize("size", [(64, 36), (30, 40), (33, 17)])
+def test_whole_photo_at_its_own_size_and_aspect(pipe, size):
+    rgb = photo(3, size)
+    out = run(pipe, rgb, crop=False, num_frames=5)
+    width, height = size
+    assert out.images.shape == (1, height, width, 3)
+    np.testing.assert_array_equal(out.images[0], rgb)  # nothing cut away, nothing resampled
+    assert out.spectral.shape == (1, 4, 4, height, width)
+    assert out.displacements.shape == (1, 5, height, width, 2)
+    np.testing.assert_allclose(out.displacements[0, 0], 0.0, atol=1e-5)  # frame 0 = the photo
+
+
+def test_model_frame_keeps_the_budget_and_the_exact_aspect():
+    (width, height), padded = model_frame_size(16 / 9, (256, 160), 32)
+    assert abs(width / height - 16 / 9) < 0.01 and abs(width * height / (256 * 160) - 1) < 0.02
+    assert padded[0] % 32 == 0 and padded[1] % 32 == 0 and padded >= (width, height)
+    assert model_frame_size(1.6, (256, 160), 32) == ((256, 160), (256, 160))
+
+
+def test_default_output_size_caps_the_long_side_and_never_upscales():
+    assert default_output_size((1920, 1080)) == (1024, 576)
+    assert default_output_size((3000, 4000)) == (768, 1024)
+    assert default_output_size((640, 480)) == (640, 480)
+
+
+def test_explicit_output_size_crops_to_its_aspect_and_warns_on_upscaling(pipe):
+    out = run(pipe, photo(4, (60, 30)), crop=False, output_size=(30, 30), num_frames=3)
+    assert out.images.shape == (1, 30, 30, 3) and out.spectral.shape[-2:] == (30, 30)
+    with pytest.warns(MotionPipelineWarning, match="upscaled"):
+        run(pipe, photo(4, (40, 30)), crop=False, output_size=(80, 60), num_frames=2)
+
+
+def test_motion_scales_with_the_output_size(pipe):
+    """The same motion, in pixels of a frame twice as large, is twice as long."""
+    small = run(pipe, photo(5, (64, 32)), crop=False, output_size=(32, 16), seed=1)
+    large = run(pipe, photo(5, (64, 32)), crop=False, output_size=(64, 32), seed=1)
+    ratio = np.abs(large.displacements).mean() / np.abs(small.displacements).mean()
+    assert 1.8 < ratio < 2.2, ratio
+
+
+def test_amplitude_scales_the_motion(pipe):
+    one = run(pipe, photo(0), amplitude=1.0)
+    three = run(pipe, photo(0), amplitude=3.0)
+    np.testing.assert_allclose(three.displacements, 3 * one.displacements, rtol=1e-4, atol=1e-5)
+    still = run(pipe, photo(0), amplitude=0.0, renderer="average")
+    assert (still.frames[0] == still.images[0]).all()
+
+
+def test_speed_and_fps_choose_the_instants(pipe):
+    base = run(pipe, photo(0), num_frames=12)  # fps 6 = the model's: frame n = clip frame n
+    fast = run(pipe, photo(0), num_frames=6, speed=2.0)
+    np.testing.assert_allclose(fast.displacements[0], base.displacements[0, ::2], atol=1e-4)
+    slow_fps = run(pipe, photo(0), num_frames=6, fps=3.0)  # 3 fps: every other clip frame
+    np.testing.assert_allclose(slow_fps.displacements[0], base.displacements[0, ::2], atol=1e-4)
+
+
+# ----------------------------------------------------------------------- the motion brush
+
+
+def _energy(displacements: np.ndarray) -> np.ndarray:
+    return np.square(displacements).sum(axis=(0, 3))  # (N, H, W, 2) -> (H, W)
+
+
+def test_motion_mask_confines_the_motion(pipe):
+    rgb = photo(6, (64, 32))
+    mask = np.zeros((32, 64), np.uint8)
+    mask[:, 32:] = 255  # right half may move
+    free = run(pipe, rgb, crop=False, amplitude=5.0)
+    masked = run(pipe, rgb, crop=False, amplitude=5.0, motion_mask=mask)
+    energy = _energy(masked.displacements[0])
+    assert energy[:, :32].sum() == 0.0  # black never moves, even right at the edge
+    assert energy[:, :32].sum() <= 0.02 * energy.sum()
+    # far from the edge the motion inside is the unmasked motion (the gate only feathers)
+    np.testing.assert_allclose(
+        masked.displacements[0, :, :, 48:], free.displacements[0, :, :, 48:], rtol=0.05, atol=1e-3
+    )
+    # feathered: no step from still to full motion at the edge
+    kept = energy.mean(axis=0) / _energy(free.displacements[0]).mean(axis=0)  # (W,)
+    assert kept[32] < 0.5 and kept[34] < kept[35] < kept[36] and kept[48:].min() > 0.9
+
+
+def test_feathered_gate_is_smooth_and_exactly_zero_on_black():
+    mask = np.zeros((40, 80), np.float32)
+    mask[:, 40:] = 1.0
+    gate = feathered_gate(mask, 8.0)
+    assert (gate[:, :40] == 0).all() and gate[:, 60:].min() > 0.99
+    assert np.abs(np.diff(gate, axis=1)).max() < 0.3  # rises over several pixels
+
+
+def test_motion_mask_inputs(pipe, tmp_path):
+    rgb = photo(6, (64, 32))
+    half = np.zeros((32, 64), np.uint8)
+    half[:, 32:] = 255
+    from_array = run(pipe, rgb, crop=False, motion_mask=half).spectral
+    Image.fromarray(half).resize((128, 64), Image.NEAREST).save(tmp_path / "mask.png")
+    from_file = run(pipe, rgb, crop=False, motion_mask=tmp_path / "mask.png").spectral
+    np.testing.assert_allclose(from_file, from_array, atol=1e-3)
+    floats = run(pipe, rgb, crop=False, motion_mask=half.astype(np.float32) / 255).spectral
+    np.testing.assert_allclose(floats, from_array, atol=1e-6)
+    with pytest.raises(ValueError, match="all black"):
+        run(pipe, rgb, crop=False, motion_mask=np.zeros((32, 64), np.uint8))
+    with pytest.raises(ValueError, match="NaN"):
+        run(pipe, rgb, crop=False, motion_mask=np.full((32, 64), np.nan, np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        run(pipe, rgb, crop=False, motion_mask=np.full((32, 64), 3.0, np.float32))
+    with pytest.warns(MotionPipelineWarning, match="stretched"):
+        run(pipe, rgb, crop=False, motion_mask=np.full((50, 50), 255, np.uint8))
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(ValueError, match="notes.png"):
+        run(pipe, rgb, crop=False, motion_mask=tmp_path / "notes.png")
+
+
+# ----------------------------------------------------------------------- frames
+
+
+def test_frames_from_one_call(pipe):
+    rgb = photo(8, (40, 24))
+    out = run(pipe, rgb, crop=False, num_frames=6, renderer="average", amplitude=3.0)
+    assert out.frames.shape == (1, 6, 24, 40, 3) and out.frames.dtype == np.uint8
+    np.testing.assert_array_equal(out.frames[0, 0], rgb)  # frame 0 is the photo
+    assert out.frames[0].std(axis=0).max() > 0  # and the others move
+    again = pipe.render(out.images[0], out.displacements[0], "average")
+    np.testing.assert_array_equal(again, out.frames[0])
+    with pytest.raises(ValueError, match="no learned renderer"):
+        run(pipe, rgb, renderer="synthesis")
+    with pytest.raises(ValueError, match="renderer must be one of"):
+        run(pipe, rgb, renderer="magic")
+
+
+def test_renderer_component_round_trip(tmp_path):
+    from models.frame_synthesis import FrameSynthesisModel
+
+    torch.manual_seed(0)
+    pipeline = MotionPipeline(
+        codec=ResampleSpectralCodec(downsample_factor=4),
+        unet=tiny_unet().eval(),
+        scheduler=DDIMScheduler(num_train_timesteps=100),
+        renderer=FrameSynthesisModel(block_out_channels=(4, 8), grid_columns=2).eval(),
+        motion_config=CONFIG.to_dict(),
+        normalization=NORMALIZER.to_dict(),
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    pipeline.save_pretrained(tmp_path / "pipe")
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["renderer"] == ["models.frame_synthesis", "FrameSynthesisModel"]
+    loaded = MotionPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    a = run(pipeline, photo(1), renderer="auto", num_frames=4).frames
+    b = run(loaded, photo(1), renderer="synthesis", num_frames=4).frames
+    assert a.shape == (1, 4, 16, 32, 3)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_older_folders_still_load(pipe, tmp_path):
+    """A codec saved as ``vae/`` and a renderer in an undeclared ``renderer/`` folder."""
+    from models.frame_synthesis import FrameSynthesisModel
+
+    folder = tmp_path / "old"
+    pipe.save_pretrained(folder)
+    (folder / "codec").rename(folder / "vae")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["vae"] = index.pop("codec")
+    index.pop("renderer", None)
+    (folder / "model_index.json").write_text(json.dumps(index))
+    FrameSynthesisModel(block_out_channels=(4, 8), grid_columns=2).save_pretrained(
+        folder / "renderer"
+    )
+    loaded = MotionPipeline.from_pretrained(folder)
+    loaded.set_progress_bar_config(disable=True)
+    assert isinstance(loaded.codec, ResampleSpectralCodec)
+    assert isinstance(loaded.renderer, FrameSynthesisModel)
+    np.testing.assert_array_equal(run(loaded, photo(2)).spectral, run(pipe, photo(2)).spectral)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("guidance_scale", float("inf")), ("guidance_scale", float("nan")), ("guidance_scale", -3.0),
+     ("speed", float("inf")), ("speed", 0.0), ("fps", float("inf")), ("amplitude", -1.0),
+     ("loop_guidance_scale", float("nan"))],
+)  # fmt: skip
+def test_non_finite_or_negative_numbers_are_refused(pipe, name, value):
+    with pytest.raises(ValueError, match=name):
+        run(pipe, photo(0), **{name: value})

@@ -104,3 +104,40 @@ def test_command_line_prints_one_line_errors(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "missing.jpg" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--guidance_scale", "inf"), ("--guidance_scale", "nan"), ("--guidance_scale", "-3"),
+     ("--speed", "inf"), ("--fps", "inf"), ("--fps", "1000"), ("--loop_guidance_scale", "nan"),
+     ("--num_inference_steps", "5000"), ("--seed", "99999999999999999999"), ("--seed", "-1")],
+)  # fmt: skip
+def test_every_number_is_checked_before_any_model_loads(tmp_path, flag, value):
+    """The model folder does not exist: the flag must be refused first."""
+    with pytest.raises(ValueError, match=flag):
+        sample.main(["--image", str(_photo(tmp_path / "a.png")), "--output", str(tmp_path / "o"),
+                     "--model", str(tmp_path / "no_model"), flag, value])  # fmt: skip
+
+
+def test_frames_that_cannot_fit_in_memory_are_refused_up_front(tmp_path):
+    with pytest.raises(ValueError, match=r"--num_frames 100000 at 1024x768 needs about \d+"):
+        sample.main(["--image", str(_photo(tmp_path / "a.png", (1600, 1200))),
+                     "--output", str(tmp_path / "o"), "--model", str(tmp_path / "no_model"),
+                     "--num_frames", "100000"])  # fmt: skip
+
+
+def test_a_huge_photo_is_downscaled_and_says_so(tmp_path, capsys):
+    """9500 x 9500 (more than PIL's 89 MP guard): no decompression-bomb warning, and the run
+    names the photo's size and the frames' size (this test stops at the missing model)."""
+    import warnings
+
+    from data.images import load_image
+
+    Image.new("L", (9500, 9500), 90).save(tmp_path / "huge.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = load_image(tmp_path / "huge.png")
+    assert image.size == (2048, 2048)
+    from generators.gid import image_size_on_disk
+
+    assert image_size_on_disk(tmp_path / "huge.png") == (9500, 9500)

@@ -23,7 +23,7 @@ CONFIG = MotionConfig(num_frames=12, fps=6.0, num_freqs=4, width=32, height=16)
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A tiny motion pipeline with a tiny learned renderer in ``renderer/``."""
+    """A tiny motion pipeline with a tiny learned renderer."""
     torch.manual_seed(0)
     unet = MotionUNet(
         num_freqs=CONFIG.num_freqs,
@@ -35,18 +35,16 @@ def model_dir(tmp_path_factory):
         attention_head_dim=8,
     )
     pipeline = MotionPipeline(
-        vae=ResampleSpectralCodec(downsample_factor=4),
+        codec=ResampleSpectralCodec(downsample_factor=4),
         unet=unet,
         scheduler=DDIMScheduler(num_train_timesteps=100),
+        renderer=FrameSynthesisModel(block_out_channels=(4, 8), grid_columns=2),
         motion_config=CONFIG.to_dict(),
         # small scales: the untrained model moves pixels by about one pixel, not out of the frame
         normalization=FrequencyNormalizer([0.3, 0.3, 0.2, 0.1], 95.0, 3, CONFIG).to_dict(),
     )
     path = tmp_path_factory.mktemp("model")
     pipeline.save_pretrained(path)
-    FrameSynthesisModel(block_out_channels=(4, 8), grid_columns=2).save_pretrained(
-        path / "renderer"
-    )
     return path
 
 
@@ -75,8 +73,8 @@ def _frames(folder):
 
 def test_gif_of_a_photo_with_the_learned_renderer(model_dir, photos, tmp_path, capsys):
     assert _run(model_dir, photos / "leaf.png", tmp_path / "out") == 0
-    with Image.open(tmp_path / "out" / "leaf.gif") as gif:
-        assert gif.n_frames == 8 and gif.size == (CONFIG.width, CONFIG.height)
+    with Image.open(tmp_path / "out" / "leaf.gif") as gif:  # the whole photo, its own size
+        assert gif.n_frames == 8 and gif.size == (48, 40)
     summary = capsys.readouterr().out
     assert "1/1 photos" in summary and "motion" in summary and "render" in summary
 
@@ -86,7 +84,7 @@ def test_frames_are_deterministic_for_a_seed(model_dir, photos, tmp_path, render
         _run(model_dir, photos / "tree.jpg", tmp_path / name, "--format", "frames",
              "--renderer", renderer, "--seed", "3")  # fmt: skip
     first, second = _frames(tmp_path / "a" / "tree"), _frames(tmp_path / "b" / "tree")
-    assert first.shape == (8, CONFIG.height, CONFIG.width, 3)
+    assert first.shape == (8, 50, 50, 3)
     np.testing.assert_array_equal(first, second)
     _run(model_dir, photos / "tree.jpg", tmp_path / "c", "--format", "frames",
          "--renderer", renderer, "--seed", "4")  # fmt: skip
@@ -95,11 +93,10 @@ def test_frames_are_deterministic_for_a_seed(model_dir, photos, tmp_path, render
 
 @pytest.mark.parametrize("renderer", ["average", "remap"])
 def test_baseline_renderers(model_dir, photos, tmp_path, renderer):
-    _run(
-        model_dir, photos / "tree.jpg", tmp_path / "o", "--format", "frames", "--renderer", renderer
-    )
+    _run(model_dir, photos / "tree.jpg", tmp_path / "o", "--format", "frames",
+         "--renderer", renderer, "--size", "32x16")  # fmt: skip
     frames = _frames(tmp_path / "o" / "tree")
-    assert frames.shape == (8, CONFIG.height, CONFIG.width, 3) and frames.std(axis=0).max() > 0
+    assert frames.shape == (8, 16, 32, 3) and frames.std(axis=0).max() > 0
 
 
 def test_zero_amplitude_renders_the_still_photo(model_dir, photos, tmp_path):
@@ -123,7 +120,7 @@ def test_save_motion_writes_spectrum_flow_and_npz(model_dir, photos, tmp_path):
     _run(model_dir, photos / "leaf.png", tmp_path / "o", "--renderer", "softsplat",
          "--save_motion", "--speed", "2")  # fmt: skip
     motion = np.load(tmp_path / "o" / "leaf_motion.npz")
-    assert motion["spectral"].shape == (CONFIG.num_freqs, 4, CONFIG.height, CONFIG.width)
+    assert motion["spectral"].shape == (CONFIG.num_freqs, 4, 40, 48)
     assert (tmp_path / "o" / "leaf_spectrum.png").is_file()
     assert len(list((tmp_path / "o" / "leaf_flow").glob("*.png"))) == 8
 
@@ -136,13 +133,16 @@ def test_overwrite_flag_replaces_outputs(model_dir, photos, tmp_path):
     assert _run(model_dir, photos / "leaf.png", tmp_path / "o", *args, "--overwrite") == 0
 
 
-def test_model_without_renderer_names_the_way_out(model_dir, photos, tmp_path):
+def test_model_without_renderer_falls_back_to_splatting(model_dir, photos, tmp_path, capsys):
     pipeline = MotionPipeline.from_pretrained(model_dir)
+    pipeline.renderer = None
+    pipeline.register_modules(renderer=None)
     pipeline.save_pretrained(tmp_path / "motion_only")
-    with pytest.raises(FileNotFoundError, match="--renderer softsplat"):
-        _run(tmp_path / "motion_only", photos / "leaf.png", tmp_path / "o")
-    assert _run(tmp_path / "motion_only", photos / "leaf.png", tmp_path / "o",
-                "--renderer", "softsplat") == 0  # fmt: skip
+    with pytest.raises(ValueError, match="softsplat"):
+        _run(tmp_path / "motion_only", photos / "leaf.png", tmp_path / "o", "--renderer",
+             "synthesis")  # fmt: skip
+    assert _run(tmp_path / "motion_only", photos / "leaf.png", tmp_path / "o") == 0
+    assert "rendering with softsplat" in capsys.readouterr().out
 
 
 def test_shipped_weights_animate_the_bundled_examples(tmp_path, capsys):
@@ -155,8 +155,12 @@ def test_shipped_weights_animate_the_bundled_examples(tmp_path, capsys):
     assert code == 0
     written = sorted(p.name for p in tmp_path.glob("*.gif"))
     assert written == sorted(f"{p.stem}.gif" for p in EXAMPLES_DIR.glob("*.jpg"))
-    with Image.open(tmp_path / written[0]) as gif:
-        assert gif.size == (256, 160) and gif.n_frames == 6
+    for name in written:  # each photo whole, at its own size
+        with (
+            Image.open(tmp_path / name) as gif,
+            Image.open(EXAMPLES_DIR / f"{name[:-4]}.jpg") as jpg,
+        ):
+            assert gif.size == jpg.size and gif.n_frames == 6
     assert "2/2 photos" in capsys.readouterr().out
 
 
@@ -168,3 +172,70 @@ def test_first_frame_is_the_photo(model_dir, photos, tmp_path):
          "--renderer", "remap", "--amplitude", "0")  # fmt: skip
     np.testing.assert_array_equal(frames[0], _frames(tmp_path / "still" / "tree")[0])
     assert not np.array_equal(frames[1], frames[0])
+
+
+# ----------------------------------------------------------------------- sizes, masks, files
+
+
+def test_size_and_crop_flags(model_dir, photos, tmp_path):
+    _run(model_dir, photos / "leaf.png", tmp_path / "a", "--size", "32x16")
+    _run(model_dir, photos / "leaf.png", tmp_path / "b", "--crop")  # the model's frame
+    for name in ("a", "b"):
+        with Image.open(tmp_path / name / "leaf.gif") as gif:
+            assert gif.size == (CONFIG.width, CONFIG.height)
+    with pytest.raises(ValueError, match="WxH"):
+        _run(model_dir, photos / "leaf.png", tmp_path / "c", "--size", "big")
+
+
+def test_output_file_for_one_photo(model_dir, photos, tmp_path):
+    target = tmp_path / "deep" / "clip.mp4"
+    assert _run(model_dir, photos / "leaf.png", target) == 0
+    assert target.is_file() and not (target / "leaf.mp4").exists()
+    with pytest.raises(FileExistsError):
+        _run(model_dir, photos / "leaf.png", target)
+    with pytest.raises(ValueError, match="2 photos"):
+        _run(model_dir, photos, tmp_path / "all.gif")
+    with pytest.raises(ValueError, match="--format"):
+        _run(model_dir, photos / "leaf.png", tmp_path / "x.gif", "--format", "mp4")
+
+
+def _masks(tmp_path):
+    left_black = np.zeros((40, 48), np.uint8)
+    left_black[:, 24:] = 255
+    Image.fromarray(left_black).save(tmp_path / "move_right.png")
+    Image.fromarray(255 - left_black).save(tmp_path / "still_right.png")
+    Image.fromarray(np.zeros((40, 48), np.uint8)).save(tmp_path / "black.png")
+
+
+def test_motion_and_still_masks_keep_the_black_side_still(model_dir, photos, tmp_path):
+    _masks(tmp_path)
+    for flag, mask, out in (("--motion_mask", "move_right.png", "m"),
+                            ("--still_mask", "still_right.png", "s")):  # fmt: skip
+        _run(model_dir, photos / "leaf.png", tmp_path / out, "--format", "frames",
+             "--renderer", "remap", "--amplitude", "3", flag, str(tmp_path / mask),
+             "--save_motion")  # fmt: skip
+        spectral = np.load(tmp_path / out / "leaf_motion.npz")["spectral"]  # (K, 4, 40, 48)
+        energy = np.square(spectral).sum(axis=(0, 1))
+        assert energy[:, :24].sum() == 0 and energy[:, 30:].sum() > 0
+    with pytest.raises(ValueError, match="all black"):
+        _run(model_dir, photos / "leaf.png", tmp_path / "b", "--motion_mask",
+             str(tmp_path / "black.png"))  # fmt: skip
+    with pytest.raises(ValueError, match="not both"):
+        _run(model_dir, photos / "leaf.png", tmp_path / "c", "--motion_mask",
+             str(tmp_path / "black.png"), "--still_mask", str(tmp_path / "black.png"))  # fmt: skip
+
+
+def test_frames_overwrite_leaves_no_frame_of_an_earlier_run(model_dir, photos, tmp_path):
+    args = ("--format", "frames", "--renderer", "average")
+    _run(model_dir, photos / "leaf.png", tmp_path / "o", *args)  # 8 frames
+    sample.main(["--model", str(model_dir), "--image", str(photos / "leaf.png"),
+                 "--output", str(tmp_path / "o"), "--num_frames", "3", "--fps", "6",
+                 "--num_inference_steps", "2", *args, "--overwrite"])  # fmt: skip
+    assert len(list((tmp_path / "o" / "leaf").glob("*.png"))) == 3
+
+
+def test_save_motion_files_are_not_replaced_silently(model_dir, photos, tmp_path):
+    _run(model_dir, photos / "leaf.png", tmp_path / "o", "--save_motion")
+    (tmp_path / "o" / "leaf.gif").unlink()  # the animation is gone, its motion file is not
+    with pytest.raises(FileExistsError, match="leaf_motion.npz"):
+        _run(model_dir, photos / "leaf.png", tmp_path / "o", "--save_motion")
