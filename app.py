@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,18 +32,22 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
+# sample.py's defaults, one source: classifier-free guidance 4 (docs/SAMPLING.md: it confines
+# the motion to what should move), the renderers, DPM-Solver++ for few steps.
+from generators.gid import DEFAULT_GUIDANCE_SCALE, RENDERERS  # noqa: E402
+
+SCHEDULER = "dpm"
+
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = REPO_ROOT / "weights" / "default"
 EXAMPLES_DIR = REPO_ROOT / "data" / "examples"
 EXAMPLES = sorted(str(path) for path in EXAMPLES_DIR.glob("*.jpg"))
 # Long side of the output in px; 256 is the model's own size (fast on a CPU).
 OUTPUT_SIDES = (256, 384, 512, 768, 1024)
-DEFAULT_GUIDANCE_SCALE = 4.0  # as sample.py (docs/SAMPLING.md: confines motion to what moves)
 DEFAULT_FRAMES = 60
 DEFAULT_FPS = 30.0
 POKE_SECONDS = 2.0  # length of a poke's response clip
 MAX_UPLOAD = "25mb"
-RENDERERS = ("synthesis", "softsplat", "average", "remap")
 EDITOR_SIDE = 512  # the mask canvas shows the photo at most this large
 # The page's progress bar follows the pipeline's own tqdm bars (denoising steps, rendering).
 TQDM_PROGRESS = gr.Progress(track_tqdm=True)
@@ -153,11 +158,11 @@ class Demo:
         seed: float,
         long_side: int,
         num_frames: int,
-        renderer: str = "synthesis",
+        renderer: str = "auto",
         use_mask: bool = True,
     ) -> tuple[str, str, Motion, str]:
         """Sample the motion and render the animation: ``(gif, mp4, motion, message)``."""
-        import torch
+        from models.pipeline_motion import MotionPipelineWarning
 
         if photo is None:
             raise UserError("Upload a photo or pick an example first.")
@@ -173,20 +178,13 @@ class Demo:
         mask = mask_from_editor(editor) if use_mask else None
         size = output_size(photo.shape[1], photo.shape[0], long_side)
         start = time.perf_counter()
-        out = self.pipe(
-            photo,
-            num_inference_steps=self.num_inference_steps,
-            guidance_scale=DEFAULT_GUIDANCE_SCALE,
-            generator=torch.Generator().manual_seed(seed),
-            num_frames=num_frames,
-            fps=DEFAULT_FPS,
-            speed=speed,
-            amplitude=amplitude,
-            motion_mask=mask,
-            loop_guidance_scale=1.0 if loop else 0.0,
-            output_size=size,
-            renderer=renderer,
-            output_type="np",
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MotionPipelineWarning)
+            out = self._call_pipeline(
+                photo, seed, num_frames, speed, amplitude, mask, loop, size, renderer
+            )
+        notes = "".join(
+            f" Note: {w.message}." for w in caught if issubclass(w.category, MotionPipelineWarning)
         )
         frames = np.asarray(out.frames[0])
         gif, mp4 = write_clip(frames, DEFAULT_FPS, f"animation_seed{seed}")
@@ -205,8 +203,29 @@ class Demo:
             motion,
             (
                 f"Animated {len(frames)} frames at {size[0]}x{size[1]} in {seconds:.1f} s ({where}). "
-                "Click the photo below to poke it."
+                "Drag or click on the photo below to poke it." + notes
             ),
+        )
+
+    def _call_pipeline(self, photo, seed, num_frames, speed, amplitude, mask, loop, size, renderer):
+        """The one pipeline call of an animation (the benchmark times it alone)."""
+        import torch
+
+        return self.pipe(
+            photo,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=DEFAULT_GUIDANCE_SCALE,
+            generator=torch.Generator().manual_seed(seed),
+            num_frames=num_frames,
+            fps=DEFAULT_FPS,
+            speed=speed,
+            amplitude=amplitude,
+            motion_mask=mask,
+            loop_guidance_scale=1.0 if loop else 0.0,
+            output_size=size,
+            renderer=renderer,
+            return_displacements=False,  # only the frames and the spectral volume are kept
+            output_type="np",
         )
 
     # -- poke ---------------------------------------------------------------------------
@@ -333,7 +352,7 @@ def build_demo(demo: Demo):
                 with gr.Row():
                     loop = gr.Checkbox(False, label="Seamless loop (slower)")
                     use_mask = gr.Checkbox(True, label="Use the painted mask")
-                    renderer = gr.Dropdown(list(RENDERERS), value="synthesis", label="Renderer")
+                    renderer = gr.Dropdown(list(RENDERERS), value="auto", label="Renderer")
                 animate_button = gr.Button("Animate", variant="primary", elem_id="animate")
             with gr.Column():
                 animation = gr.Image(
@@ -492,16 +511,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_pipeline(model: str, device_name: str):
-    """The one motion pipeline (with its renderer) on the chosen device."""
+    """The one motion pipeline (with its renderer) on the chosen device, as sample.py loads it."""
     from generators import pick_device
-    from models.pipeline_motion import MotionPipeline
+    from generators.gid import load_pipeline as load_motion_pipeline
 
     device = pick_device(device_name)
-    local = Path(model)
-    if not local.exists() and (model.startswith((".", "/", "~")) or model.count("/") != 1):
-        raise FileNotFoundError(f"--model {model}: no such model folder")
-    pipe = MotionPipeline.from_pretrained(model)
-    pipe.to(device)
+    pipe = load_motion_pipeline(model, "auto", device)
+    pipe.set_scheduler(SCHEDULER)
     return pipe, device
 
 

@@ -286,7 +286,7 @@ def animate_poke(
     speed: float = 1.0,
     damping: float = DEFAULT_DAMPING,
     radius: int = DEFAULT_RADIUS,
-    renderer: str = "synthesis",
+    renderer: str = "auto",
     **pipe_kwargs,
 ) -> PokeAnimation:
     """Photo in, its response to ``pokes`` out: what ``sample.py --poke`` and the demo do.
@@ -302,7 +302,9 @@ def animate_poke(
     if not pokes or not all(isinstance(poke, Poke) for poke in pokes):
         raise ValueError("give at least one Poke (see parse_poke)")
     times = poke_times(num_frames, fps, speed)
-    out = pipe(image, renderer=None, num_frames=1, fps=fps, **pipe_kwargs)
+    out = pipe(
+        image, renderer=None, num_frames=1, fps=fps, return_displacements=False, **pipe_kwargs
+    )
     spectral = np.asarray(out.spectral[0], dtype=np.float32)  # (K, 4, H, W) px, output size
     photo = np.asarray(out.images[0])
     disp = poke_response(

@@ -172,3 +172,24 @@ def test_output_size_and_arguments():
 def test_page_builds(demo):
     page = app.build_demo(demo)
     assert page.title == "Generative Image Dynamics"
+
+
+def test_the_real_pipeline_through_the_demo(one_torch_thread):
+    """The shipped weights through app.Demo: the call the page makes matches the pipeline."""
+    pipe, device = app.load_pipeline(str(app.DEFAULT_MODEL), "cpu")
+    pipe.set_progress_bar_config(disable=True)
+    demo = app.Demo(pipe, num_inference_steps=1)
+    photo, editor, _ = demo.load_photo(str(EXAMPLE))
+    layer = np.zeros((*editor["background"].shape[:2], 4), np.uint8)
+    layer[:, : layer.shape[1] // 2] = 255  # the left half may move
+    editor["layers"] = [layer]
+    gif, mp4, motion, message = animate(demo, photo, editor, num_frames=6, renderer="softsplat")
+    assert gif_frames(gif) >= 2 and "with your mask" in message
+    assert motion.photo.shape == (184, 256, 3)
+    assert motion.spectral.shape == (pipe.motion_config.num_freqs, 4, 184, 256)
+    # the painted mask holds: the right half (beyond the feathered edge) does not move
+    assert np.abs(motion.spectral[..., 160:]).max() == 0.0
+    energy = (motion.spectral[1:] ** 2).sum(axis=(0, 1))
+    row, col = np.unravel_index(np.argmax(energy), energy.shape)
+    gif, mp4, message = demo.poke(motion, col, row, 8.0, 0.0, 0.1)
+    assert gif_frames(gif) > 1 and float(message.split("up to ")[1].split(" px")[0]) > 1.0
