@@ -23,13 +23,14 @@ The maths, as computed here
 
    The conjugate makes the kernel Hermitian: the response at p along e to a push at p'
    along d, ``Re((e . U(p)) conj(d . U(p')))``, equals the one at p' along d to a push at
-   p along e (Maxwell-Betti reciprocity), and the poked point always moves *along* the
-   push (its own response is ``|d . U(p_j)|^2 >= 0``).
+   p along e (Maxwell-Betti reciprocity, exact while neither point is among the 1 % most
+   mobile, see 4.), and the poked point always moves *along* the push (its own response
+   is ``|d . U(p_j)|^2 >= 0``).
 2. Modal response. Mode k (k >= 1) is an underdamped oscillator of natural angular
    frequency ``w_k = 2 pi f_k`` and damping ratio ``zeta`` (``damping``); from rest, an
    impulse at ``t_j`` gives it the coordinate::
 
-       q_jk(t) = g_jk / E * exp(-zeta w_k tau) sin(w_k sqrt(1 - zeta^2) tau),
+       q_jk(t) = g_jk / E_j * exp(-zeta w_k tau) sin(w_k sqrt(1 - zeta^2) tau),
        tau = t - t_j >= 0, and q_jk(t) = 0 for t < t_j.
 
    The modal amplitudes of the sampled motion already carry the scene's fall-off with
@@ -39,18 +40,19 @@ The maths, as computed here
    force: it would never decay, so it is left out.
 3. Displacement, summed over modes and pokes::
 
-       D(p, t) = m(p) * sum_j sum_{k>=1} Re(U_k(p) * conj(g_jk)) / E * env_k(t - t_j)
+       D(p, t) = m(p) * sum_j sum_{k>=1} Re(U_k(p) * conj(g_jk)) / E_j * env_k(t - t_j)
 
    with ``env_k(tau) = exp(-zeta w_k tau) sin(w_k sqrt(1 - zeta^2) tau)`` and ``m`` the
    still mask (1 = may move, 0 = still; applied to the shapes before anything else, so a
    still pixel neither moves nor passes a push on).
-4. Scale. ``E`` is the 99th percentile over pixels of the mode energy
-   ``sum_{k>=1} |U_k(p)|^2`` (px^2). Pushing one of the most mobile pixels by |d| px then
-   makes it swing by at most about |d| px; pushing a pixel that hardly moves in the sampled
-   motion gives a response as small as its mode shapes there. ``E`` does not depend on the
-   pokes, so the response is exactly linear in every ``d_j``; it is also unchanged when the
-   spectral volume is scaled (``amplitude`` of the pipeline does not change a poke: its
-   strength is |d|).
+4. Scale. ``E_j = max(E_99, |Ubar(p_j)|^2)``, where ``|U(p)|^2 = sum_{k>=1} |U_k(p)|^2``
+   (px^2) is a pixel's mode energy and ``E_99`` its 99th percentile over the image.
+   Pushing a pixel by |d| px then makes it swing by at most about |d| px (the bound is
+   reached by the 1 % most mobile pixels); pushing a pixel that hardly moves in the sampled
+   motion gives a response as small as its mode shapes there (``|Ubar|^2 / E_99`` of it).
+   ``E_j`` does not depend on the push, so the response is exactly linear in every ``d_j``
+   and pokes superpose; it is also unchanged when the spectral volume is scaled
+   (``amplitude`` of the pipeline does not change a poke: its strength is |d|).
 
 Damping default: ``zeta = 0.1``. At 30 fps and T = 150 the bins are 0.2 Hz apart; with
 0.1 a 1 Hz mode loses 1/e of its amplitude in 1.6 s and a 3 Hz mode in 0.5 s, so a poke
@@ -78,7 +80,7 @@ from data.config import SPECTRAL_CHANNELS
 
 DEFAULT_DAMPING = 0.1
 DEFAULT_RADIUS = 2  # px: the poke reads the mode shapes in a 5 x 5 window
-ENERGY_PERCENTILE = 99.0  # E: the mode energy of the most mobile pixels (see the docstring)
+ENERGY_PERCENTILE = 99.0  # E_99: the mode energy of the most mobile pixels (see the docstring)
 POKE_FORMAT = "X,Y,DX,DY[,T]"
 
 
@@ -215,7 +217,7 @@ def poke_response(
     spectral, freqs = spectral[modes], freqs[modes]  # (M, 4, H, W), (M,)
     if not len(freqs):
         return np.zeros((len(times), height, width, 2), np.float32)
-    energy = float(np.percentile((spectral**2).sum(axis=(0, 1)), ENERGY_PERCENTILE))  # E, px^2
+    energy = float(np.percentile((spectral**2).sum(axis=(0, 1)), ENERGY_PERCENTILE))  # E_99, px^2
     if energy <= 0:  # nothing may move (all still, or a zero volume): no response
         return np.zeros((len(times), height, width, 2), np.float32)
 
@@ -223,7 +225,7 @@ def poke_response(
     real, imag = spectral[:, 0::2], spectral[:, 1::2]
     omega = 2.0 * np.pi * freqs  # (M,) rad/s
     omega_d = omega * math.sqrt(1.0 - damping**2)
-    # With c_jk = conj(g_jk) / E = a_jk + i b_jk, Re(U_k(p) c_jk) = real_k(p) a_jk - imag_k(p)
+    # With c_jk = conj(g_jk) / E_j = a_jk + i b_jk, Re(U_k(p) c_jk) = real_k(p) a_jk - imag_k(p)
     # b_jk, so D(p, t) = sum_k real_k(p) A_k(t) - imag_k(p) B_k(t) where A_k = sum_j a_jk
     # env_jk and B_k = sum_j b_jk env_jk: one (N, 2M) x (2M, H*W*2) product for any number
     # of pokes.
@@ -237,12 +239,18 @@ def poke_response(
         # g_jk = d . Ubar_k(p_j): the window-mean shape projected on the push, (M,) complex
         g_re = real[:, :, rows, cols].mean(axis=(2, 3)).astype(np.float64) @ push
         g_im = imag[:, :, rows, cols].mean(axis=(2, 3)).astype(np.float64) @ push
+        # E_j = max(E_99, |Ubar(p_j)|^2): a push of |d| px moves the poked point <= ~|d| px
+        shape_energy = float(
+            (real[:, :, rows, cols].mean(axis=(2, 3)) ** 2).sum()
+            + (imag[:, :, rows, cols].mean(axis=(2, 3)) ** 2).sum()
+        )
+        scale = max(energy, shape_energy)
         tau = times - poke.t  # (N,)
         active = (tau >= 0)[:, None]
         tau = np.where(active[:, 0], tau, 0.0)[:, None]
         env = np.exp(-damping * omega * tau) * np.sin(omega_d * tau) * active  # (N, M)
-        coeff_re += env * (g_re / energy)  # a_jk = Re(conj(g)) / E
-        coeff_im += env * (-g_im / energy)  # b_jk = Im(conj(g)) / E
+        coeff_re += env * (g_re / scale)  # a_jk = Re(conj(g)) / E_j
+        coeff_im += env * (-g_im / scale)  # b_jk = Im(conj(g)) / E_j
     coeff = np.concatenate([coeff_re, -coeff_im], axis=1).astype(np.float32)  # (N, 2M)
     fields = np.concatenate([real, imag])  # (2M, 2, H, W)
     fields = np.moveaxis(fields, 1, -1).reshape(2 * len(freqs), -1)  # (2M, H*W*2)

@@ -65,9 +65,20 @@ def test_reciprocity():
     # at p along e (the kernel Re((e . U(p)) conj(d . U(q))) is Hermitian).
     spectral = np.random.default_rng(1).standard_normal((len(FREQS), 4, H, W)).astype(np.float32)
     p, q, e, d = (5, 7), (20, 15), np.array([1.0, 2.0]), np.array([-1.5, 0.5])
+    energy = (spectral[1:] ** 2).sum(axis=(0, 1))
+    assert max(energy[p[1], p[0]], energy[q[1], q[0]]) < np.percentile(energy, 99)
     at_p = respond(spectral, [Poke(*q, *d)], radius=0)[:, p[1], p[0]] @ e
     at_q = respond(spectral, [Poke(*p, *e)], radius=0)[:, q[1], q[0]] @ d
     np.testing.assert_allclose(at_p, at_q, atol=1e-5)
+
+
+def test_the_most_mobile_pixel_swings_no_further_than_the_push():
+    # One pixel far more mobile than the rest (above the 99th percentile that sets the
+    # scale): pushing it by 3 px still moves it about 3 px at most, not 100 times more.
+    spectral = two_blob_volume()
+    spectral[5, 0, 20, 28] = 50.0
+    disp = poke_response(spectral, [Poke(28, 20, 3.0, 0.0)], poke_times(300, 30.0), FREQS, radius=0)
+    assert 1.0 < np.abs(disp[:, 20, 28, 0]).max() <= 3.0 * 1.05
 
 
 def test_stronger_damping_decays_faster():
