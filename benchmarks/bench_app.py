@@ -75,7 +75,7 @@ def run(args: argparse.Namespace, threads: int) -> dict:
         height, width = motion.photo.shape[:2]
         poke = Poke(width / 2, height / 2, 8.0, 0.0)
         _, poke_s = _timed(demo.poke, motion, poke.x, poke.y, poke.dx, poke.dy, 0.1)
-        times = poke_times(int(round(app.POKE_SECONDS * motion.fps)), motion.fps)
+        times = poke_times(int(round(app.POKE_SECONDS * app.POKE_FPS)), app.POKE_FPS)
         disp, response_s = _timed(
             poke_response, motion.spectral, [poke], times, pipe.motion_config.frequencies_hz()
         )

@@ -76,7 +76,7 @@ def test_upload_animate_poke(demo):
     assert motion.photo.shape == (184, 256, 3)  # the photo's aspect, long side 256, even sides
     assert demo.pipe.calls[-1]["motion_mask"] is None  # nothing painted: the model decides
     gif, mp4, message = demo.poke(motion, 128, 92, 8.0, 0.0, 0.1)
-    assert gif_frames(gif) == int(app.POKE_SECONDS * app.DEFAULT_FPS)
+    assert gif_frames(gif) == int(app.POKE_SECONDS * app.POKE_FPS)
     assert "swings up to" in message
     # poking a corner, far from the only mode, moves almost nothing
     _, _, quiet = demo.poke(motion, 0, 0, 8.0, 0.0, 0.1)

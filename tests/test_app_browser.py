@@ -29,7 +29,7 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO_ROOT / "data" / "examples" / "butterfly.jpg"
 NUM_FRAMES = 60  # app.DEFAULT_FRAMES (not imported: the app runs in its own process)
-POKE_FRAMES = 60  # app.POKE_SECONDS * app.DEFAULT_FPS
+POKE_FRAMES = 45  # app.POKE_SECONDS * app.POKE_FPS
 SERVER_START_S = 120
 ANIMATE_S = 240  # generous for a loaded CI machine; docs/INTERACTIVE.md has the measured figures
 HOST = "127.0.0.1"  # the only address this test ever connects to
