@@ -320,7 +320,7 @@ def build_demo(demo: Demo):
         gr.Markdown(
             "# Generative Image Dynamics\n"
             "Upload a photo (or pick an example), paint what may move (optional), "
-            "**Animate**, then **click the photo** to poke it and watch it respond."
+            "**Animate**, then **drag on the photo** (or click it) to poke it and watch it respond."
         )
         status = gr.Markdown("Upload a photo or pick an example.", elem_id="status")
         with gr.Row():
