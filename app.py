@@ -525,8 +525,15 @@ def load_pipeline(model: str, device_name: str):
     return pipe, device
 
 
-def serve(page, host: str, port: int, concurrency: int = 1, max_queue: int = 16) -> None:
-    """Queue and serve the page, offline: no share link, no Node.js server, no analytics."""
+def serve(
+    page, host: str, port: int, concurrency: int = 1, max_queue: int = 16, block: bool = True
+) -> None:
+    """Queue and serve the page, offline: no share link, no Node.js server, no analytics.
+
+    ``concurrency`` requests run at once, ``max_queue`` more wait (each page shows its place
+    in the queue), further ones are refused with Gradio's "queue is full" message; ``block=False``
+    returns once the server is up (tests; ``page.close()`` stops it).
+    """
     page.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     page.launch(
         server_name=host,
@@ -539,6 +546,7 @@ def serve(page, host: str, port: int, concurrency: int = 1, max_queue: int = 16)
         mcp_server=False,
         pwa=False,
         head=DRAG_SCRIPT,
+        prevent_thread_lock=not block,
     )
 
 

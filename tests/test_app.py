@@ -1,5 +1,8 @@
 """The web demo's work without a browser (app.Demo), on a stand-in pipeline and on the real one."""
 
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +196,61 @@ def test_the_real_pipeline_through_the_demo(one_torch_thread):
     row, col = np.unravel_index(np.argmax(energy), energy.shape)
     gif, mp4, message = demo.poke(motion, col, row, 8.0, 0.0, 0.1)
     assert gif_frames(gif) > 1 and float(message.split("up to ")[1].split(" px")[0]) > 1.0
+
+
+class SlowStandIn(StandInPipeline):
+    """Takes 1.5 s per animation and records how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = self.most_at_once = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, image, **kwargs):
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        time.sleep(1.5)
+        try:
+            return super().__call__(image, **kwargs)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_several_users_at_once_queue_and_a_full_queue_is_refused():
+    from gradio_client import Client, handle_file
+
+    pipe = SlowStandIn()
+    page = app.build_demo(app.Demo(pipe, num_inference_steps=1))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app.serve(page, "127.0.0.1", port, concurrency=1, max_queue=3, block=False)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        users = [Client(url, verbose=False) for _ in range(6)]
+        for user in users:
+            user.predict(handle_file(str(EXAMPLE)), api_name="/on_upload")
+        editor = {"background": None, "layers": [], "composite": None}
+        jobs = [
+            user.submit(editor, 1.0, 1.0, False, 0, 256, 4, "auto", True, api_name="/on_animate")
+            for user in users
+        ]
+        done, refused = [], []
+        for job in jobs:
+            try:
+                done.append(job.result(timeout=60)[-1])
+            except Exception as error:  # the client raises for a refused request
+                refused.append(str(error))
+        assert pipe.most_at_once == 1  # one animation at a time, the others waited
+        assert len(done) >= 4 and all(m.startswith("Animated 4 frames") for m in done)
+        assert refused and all("queue is full" in m.lower() for m in refused), refused
+        # the server is still there for the next user
+        assert (
+            Client(url, verbose=False)
+            .predict(handle_file(str(EXAMPLE)), api_name="/on_upload")[-1]
+            .startswith("Loaded")
+        )
+    finally:
+        page.close()
