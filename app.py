@@ -4,8 +4,8 @@
     python app.py --port 8080 --model weights/default --device cuda
 
 Everything runs on this machine and nothing is fetched at run time: Gradio's analytics and
-version check are off, its fonts and scripts come from the installed package, and no share
-link is made. The page is served on 127.0.0.1 unless ``--host`` says otherwise.
+version check and ONNX Runtime's telemetry are off, Gradio's fonts and scripts come from the
+installed package, and no share link is made. The page is served on 127.0.0.1 unless ``--host`` says otherwise.
 
 Every step of the work is the one motion pipeline's (``models.pipeline_motion.MotionPipeline``:
 sampling, mask, amplitude, speed, output size, rendering); the poke response is
@@ -28,6 +28,9 @@ from pathlib import Path
 
 # Before gradio is imported: no analytics and no version check (both would call out).
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# diffusers' from_pretrained imports onnxruntime when it is installed, and its official builds
+# send telemetry (a DNS lookup of Microsoft's events host was seen with strace): off.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
