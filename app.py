@@ -203,7 +203,11 @@ class Demo:
             renderer=renderer,
         )
         seconds = time.perf_counter() - start
-        where = "with your mask" if mask is not None else "the model chose what moves"
+        where = (
+            f"with your mask: {100 * mask.mean():.0f} % may move"
+            if mask is not None
+            else "the model chose what moves"
+        )
         return (
             gif,
             mp4,
@@ -336,7 +340,9 @@ def build_demo(demo: Demo):
                     type="numpy",
                     layers=False,
                     transforms=(),
-                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24),
+                    brush=gr.Brush(
+                        colors=["rgba(255, 64, 160, 0.6)"], color_mode="fixed", default_size=24
+                    ),
                     elem_id="mask_editor",
                 )
                 with gr.Row():
