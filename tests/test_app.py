@@ -254,3 +254,9 @@ def test_several_users_at_once_queue_and_a_full_queue_is_refused():
         )
     finally:
         page.close()
+
+
+def test_a_missing_model_is_a_one_line_error(capsys, tmp_path):
+    assert app.main(["--model", str(tmp_path / "nothing"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no such model folder" in err and "Traceback" not in err
