@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ DEFAULT_FPS = 30.0
 POKE_SECONDS = 3.0
 POKE_FPS = 15.0
 MAX_UPLOAD = "25mb"
+CLIP_MAX_AGE_S = 3600.0  # results are kept this long for the page to show and download
 EDITOR_SIDE = 512  # the mask canvas shows the photo at most this large
 # The page's progress bar follows the pipeline's own tqdm bars (denoising steps, rendering).
 TQDM_PROGRESS = gr.Progress(track_tqdm=True)
@@ -108,11 +110,23 @@ def mask_from_editor(editor: dict | None) -> np.ndarray | None:
     return painted.astype(np.float32)
 
 
-def write_clip(frames: np.ndarray, fps: float, stem: str) -> tuple[str, str]:
-    """Write ``(N, H, W, 3)`` uint8 frames as GIF and MP4 in a fresh temp folder; their paths."""
+def prune_clips(root: Path, max_age_s: float = CLIP_MAX_AGE_S) -> None:
+    """Delete the clip folders under ``root`` older than ``max_age_s`` (a server runs for days)."""
+    now = time.time()
+    for folder in root.glob("clip_*"):
+        try:
+            if now - folder.stat().st_mtime > max_age_s:
+                shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:  # another request pruned it first
+            pass
+
+
+def write_clip(frames: np.ndarray, fps: float, stem: str, root: Path) -> tuple[str, str]:
+    """Write ``(N, H, W, 3)`` uint8 frames as GIF and MP4 in a fresh folder under ``root``."""
     from data.video import write_video
 
-    folder = Path(tempfile.mkdtemp(prefix="gid_app_"))
+    prune_clips(root)
+    folder = Path(tempfile.mkdtemp(prefix="clip_", dir=root))
     gif, mp4 = folder / f"{stem}.gif", folder / f"{stem}.mp4"
     write_video(frames, gif, fps=fps)
     write_video(frames, mp4, fps=fps)
@@ -129,6 +143,9 @@ class Demo:
     def __init__(self, pipe, num_inference_steps: int = 25) -> None:
         self.pipe = pipe
         self.num_inference_steps = num_inference_steps
+        # GIFs and MP4s handed to the page (Gradio copies them into its own cache, which
+        # the page's delete_cache empties); folders older than CLIP_MAX_AGE_S are pruned.
+        self.clip_root = Path(tempfile.mkdtemp(prefix="gid_app_"))
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -194,7 +211,7 @@ class Demo:
             f" Note: {w.message}." for w in caught if issubclass(w.category, MotionPipelineWarning)
         )
         frames = np.asarray(out.frames[0])
-        gif, mp4 = write_clip(frames, DEFAULT_FPS, f"animation_seed{seed}")
+        gif, mp4 = write_clip(frames, DEFAULT_FPS, f"animation_seed{seed}", self.clip_root)
         motion = Motion(
             photo=np.asarray(out.images[0]),
             spectral=np.asarray(out.spectral[0], dtype=np.float32),
@@ -265,7 +282,9 @@ class Demo:
             damping=damping,
         )
         frames = self.pipe.render(motion.photo, disp, renderer=motion.renderer)
-        gif, mp4 = write_clip(np.asarray(frames), POKE_FPS, f"poke_{int(x)}_{int(y)}")
+        gif, mp4 = write_clip(
+            np.asarray(frames), POKE_FPS, f"poke_{int(x)}_{int(y)}", self.clip_root
+        )
         peak = float(np.linalg.norm(disp, axis=-1).max())
         seconds = time.perf_counter() - start
         return (
@@ -321,7 +340,11 @@ def _guard(function, outputs: int):
 def build_demo(demo: Demo):
     """The Gradio page around ``demo``; returns an unlaunched ``gr.Blocks``."""
 
-    with gr.Blocks(title="Generative Image Dynamics", analytics_enabled=False) as page:
+    with gr.Blocks(
+        title="Generative Image Dynamics",
+        analytics_enabled=False,
+        delete_cache=(int(CLIP_MAX_AGE_S), int(CLIP_MAX_AGE_S)),  # Gradio's copies: 1 h
+    ) as page:
         photo_state = gr.State(None)
         motion_state = gr.State(None)
         gr.Markdown(

@@ -1,5 +1,6 @@
 """The web demo's work without a browser (app.Demo), on a stand-in pipeline and on the real one."""
 
+import os
 import socket
 import threading
 import time
@@ -260,3 +261,12 @@ def test_a_missing_model_is_a_one_line_error(capsys, tmp_path):
     assert app.main(["--model", str(tmp_path / "nothing"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no such model folder" in err and "Traceback" not in err
+
+
+def test_old_clips_are_pruned(tmp_path):
+    frames = np.zeros((3, 16, 16, 3), np.uint8)
+    old_gif, _ = app.write_clip(frames, 10.0, "old", tmp_path)
+    stale = time.time() - app.CLIP_MAX_AGE_S - 60
+    os.utime(Path(old_gif).parent, (stale, stale))
+    new_gif, new_mp4 = app.write_clip(frames, 10.0, "new", tmp_path)
+    assert not Path(old_gif).exists() and Path(new_gif).exists() and Path(new_mp4).exists()
