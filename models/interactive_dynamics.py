@@ -267,6 +267,26 @@ def poke_times(num_frames: int, fps: float, speed: float = 1.0) -> np.ndarray:
     return np.arange(num_frames) / fps * speed
 
 
+def _check_pokes_fit(pipe, image, pokes: list[Poke], pipe_kwargs: dict) -> None:
+    """ValueError if a poke lies outside the frames the pipeline will make for ``image``."""
+    if not hasattr(pipe, "output_size_for"):  # a stand-in without the pipeline's sizing
+        return
+    from models.pipeline_motion import to_rgb_array
+
+    photo = to_rgb_array(image)
+    width, height = pipe.output_size_for(
+        (photo.shape[1], photo.shape[0]),
+        pipe_kwargs.get("output_size"),
+        pipe_kwargs.get("crop", False),
+    )
+    for poke in pokes:
+        if not (0 <= poke.x <= width - 1 and 0 <= poke.y <= height - 1):
+            raise ValueError(
+                f"poke at ({poke.x:g}, {poke.y:g}) is outside the {width}x{height} output "
+                f"(pokes are pixels of the output: x in [0, {width - 1}], y in [0, {height - 1}])"
+            )
+
+
 @dataclass
 class PokeAnimation:
     """What ``animate_poke`` returns.
@@ -310,6 +330,7 @@ def animate_poke(
     if not pokes or not all(isinstance(poke, Poke) for poke in pokes):
         raise ValueError("give at least one Poke (see parse_poke)")
     times = poke_times(num_frames, fps, speed)
+    _check_pokes_fit(pipe, image, pokes, pipe_kwargs)  # before a minute of sampling
     out = pipe(
         image, renderer=None, num_frames=1, fps=fps, return_displacements=False, **pipe_kwargs
     )

@@ -232,3 +232,33 @@ def test_animate_poke_samples_once_and_renders_the_response():
     assert pipe.rendered[0] is result.displacements
     with pytest.raises(ValueError, match="at least one Poke"):
         animate_poke(pipe, "photo.jpg", ["1,2,3,4"])
+
+
+def test_animate_poke_refuses_a_poke_outside_the_output_before_sampling():
+    from models.pipeline_motion import MotionPipeline
+
+    class SizedPipeline(RecordingPipeline):
+        output_size_for = MotionPipeline.output_size_for
+
+    pipe = SizedPipeline()
+    photo = np.zeros((100, 200, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"outside the 64x32 output"):
+        animate_poke(pipe, photo, [Poke(70, 5, 1, 0)], output_size=(64, 32))
+    assert pipe.kwargs is None  # nothing was sampled
+    animate_poke(pipe, photo, [Poke(8, 12, 1, 0)], output_size=(W, H))
+    assert pipe.kwargs["output_size"] == (W, H)
+
+
+def test_animate_poke_with_the_shipped_weights(one_torch_thread):
+    from generators.gid import DEFAULT_MODEL, load_pipeline
+
+    pipe = load_pipeline(str(DEFAULT_MODEL), "auto", torch.device("cpu"))
+    pipe.set_progress_bar_config(disable=True)
+    photo = "data/examples/squirrel_cls.jpg"
+    result = animate_poke(pipe, photo, [parse_poke("11,76,0,-8")], num_frames=5, fps=10.0,
+                          output_size=(128, 102), num_inference_steps=1, renderer="average",
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert result.frames.shape == (5, 102, 128, 3) and result.frames.dtype == np.uint8
+    assert result.spectral.shape[1:] == (4, 102, 128)
+    np.testing.assert_array_equal(result.frames[0], result.image)  # at rest before the push
+    assert np.abs(result.displacements).max() > 0.5  # and then it moves
