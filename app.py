@@ -5,7 +5,8 @@
 
 Everything runs on this machine and nothing is fetched at run time: Gradio's analytics and
 version check and ONNX Runtime's telemetry are off, Gradio's fonts and scripts come from the
-installed package, and no share link is made. The page is served on 127.0.0.1 unless ``--host`` says otherwise.
+installed package, and no share link is made. The page is served on 127.0.0.1 unless
+``--host`` says otherwise.
 
 Every step of the work is the one motion pipeline's (``models.pipeline_motion.MotionPipeline``:
 sampling, mask, amplitude, speed, output size, rendering); the poke response is
@@ -265,7 +266,7 @@ class Demo:
         from models.interactive_dynamics import Poke, poke_response, poke_times
 
         if motion is None:
-            raise UserError("Animate a photo first, then click it to poke.")
+            raise UserError("Animate a photo first, then drag or click on it to poke it.")
         height, width = motion.photo.shape[:2]
         x, y = _number("x", x, 0, width - 1), _number("y", y, 0, height - 1)
         dx, dy = _number("push dx", dx, -100, 100), _number("push dy", dy, -100, 100)
@@ -467,7 +468,9 @@ def build_demo(demo: Demo):
                 x, y, dx, dy = (float(part) for part in text.split(","))
             except ValueError:
                 raise UserError(f"a drag must give x,y,dx,dy, got {text!r}") from None
-            return demo.poke(motion, x, y, dx, dy, zeta)
+            # a long drag is a strong push, capped at the fields' 100 px
+            shrink = min(1.0, 100.0 / max(abs(dx), abs(dy), 1e-9))
+            return demo.poke(motion, x, y, round(dx * shrink, 1), round(dy * shrink, 1), zeta)
 
         drag_go.click(
             _guard(on_drag, 3),
