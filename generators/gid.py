@@ -77,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "segformer:FOLDER_OR_HUB_ID (a segmentation model; data/motion_masks.py)")  # fmt: skip
     parser.add_argument("--still_mask", default=None,
                         help="PNG, the inverse of --motion_mask: white stays still")  # fmt: skip
+    parser.add_argument("--poke", action="append", default=None, metavar="X,Y,DX,DY[,T]",
+                        help="push pixel (X, Y) of the frames by (DX, DY) px at T s (default 0) "
+                        "and animate the response instead of the sampled motion; repeatable")  # fmt: skip
+    parser.add_argument("--damping", type=float, default=None,
+                        help="damping ratio of every mode's response to --poke (0.1)")  # fmt: skip
     parser.add_argument("--num_frames", type=int, default=150)
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -89,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="motion self-guidance toward a seamless loop")  # fmt: skip
     parser.add_argument("--loop_guidance_scale", type=float, default=1.0,
                         help="strength of --loop")  # fmt: skip
-    parser.add_argument("--amplitude", type=float, default=1.0, help="scales the motion")
+    parser.add_argument("--amplitude", type=float, default=1.0,
+                        help="scales the sampled motion (a --poke's strength is its DX, DY)")  # fmt: skip
     parser.add_argument("--speed", type=float, default=1.0, help="plays the motion faster (>1)")
     parser.add_argument("--renderer", choices=RENDERERS, default="auto",
                         help="auto: the learned renderer up to 512x320 pixels (if the model has "
@@ -145,6 +151,15 @@ def check_args(args: argparse.Namespace) -> None:
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"--{name} {path}: no such file")
     args.mask = _mask_argument(args)  # read once, refused here if unreadable or all still
+    from models.interactive_dynamics import DEFAULT_DAMPING, parse_poke
+
+    args.pokes = [parse_poke(text) for text in args.poke or []]
+    if args.damping is None:
+        args.damping = DEFAULT_DAMPING
+    elif not (math.isfinite(args.damping) and 0 <= args.damping < 1):
+        raise ValueError(f"--damping must be a finite number in [0, 1), got {args.damping}")
+    elif not args.pokes:
+        raise ValueError("--damping only shapes the response to --poke; pass a --poke too")
     args.size = parse_size(args.size) if isinstance(args.size, str) else args.size
     suffix = Path(args.output).suffix.lower()
     if suffix in (".gif", ".mp4", ".webp"):
@@ -306,28 +321,47 @@ def animate(args: argparse.Namespace, pipeline, photo: Path, out_path: Path, tim
     """
     import torch
 
-    image = load_image(photo)
     from models.pipeline_motion import MotionPipelineWarning
 
+    image = load_image(photo)
+    common = dict(
+        num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale,
+        loop_guidance_scale=args.loop_guidance_scale if args.loop else 0.0,
+        generator=torch.Generator("cpu").manual_seed(args.seed),
+        motion_mask=args.mask,
+        mask_provider=args.provider,
+        output_size=args.size,
+        crop=args.crop,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MotionPipelineWarning)
-        result = pipeline(
-            image,
-            num_inference_steps=args.num_inference_steps,
-            guidance_scale=args.guidance_scale,
-            loop_guidance_scale=args.loop_guidance_scale if args.loop else 0.0,
-            generator=torch.Generator("cpu").manual_seed(args.seed),
-            num_frames=args.num_frames,
-            fps=args.fps,
-            speed=args.speed,
-            amplitude=args.amplitude,
-            motion_mask=args.mask,
-            mask_provider=args.provider,
-            output_size=args.size,
-            crop=args.crop,
-            renderer=args.renderer,
-            return_displacements=args.save_motion,
-        )
+        if args.pokes:  # the response to the pushes, rendered through the same pipeline
+            from models.interactive_dynamics import animate_poke
+
+            start = time.perf_counter()
+            result = animate_poke(pipeline, image, args.pokes, num_frames=args.num_frames,
+                                  fps=args.fps, speed=args.speed, damping=args.damping,
+                                  renderer=args.renderer, **common)  # fmt: skip
+            pipeline.last_timings["render"] = (
+                time.perf_counter()
+                - start
+                - sum(pipeline.last_timings[stage] for stage in ("sample", "motion"))
+            )
+            frames, spectral, disp = result.frames, result.spectral, result.displacements
+        else:
+            result = pipeline(
+                image,
+                num_frames=args.num_frames,
+                fps=args.fps,
+                speed=args.speed,
+                amplitude=args.amplitude,
+                renderer=args.renderer,
+                return_displacements=args.save_motion,
+                **common,
+            )
+            frames, spectral = result.frames[0], result.spectral[0]
+            disp = result.displacements[0] if args.save_motion else None
     for warning in caught:
         if issubclass(warning.category, MotionPipelineWarning):
             print(f"warning: {photo.name}: {warning.message}")
@@ -335,12 +369,10 @@ def animate(args: argparse.Namespace, pipeline, photo: Path, out_path: Path, tim
         timings[stage] += seconds
 
     start = time.perf_counter()
-    _write_frames(out_path, result.frames[0], args.fps, args.format, args.overwrite)
+    _write_frames(out_path, frames, args.fps, args.format, args.overwrite)
     if args.save_motion:
-        _save_motion(out_path, result.spectral[0], result.displacements[0],
-                     pipeline.motion_config, args.fps)  # fmt: skip
+        _save_motion(out_path, spectral, disp, pipeline.motion_config, args.fps)
     timings["write"] += time.perf_counter() - start
-    frames = result.frames[0]
     shown = f"{frames.shape[2]}x{frames.shape[1]}"
     source = f"{image.size[0]}x{image.size[1]}"
     on_disk = image_size_on_disk(photo)

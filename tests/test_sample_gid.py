@@ -257,3 +257,18 @@ def test_automatic_motion_mask(model_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown motion-mask provider"):
         _run(model_dir, tmp_path / "meadow.png", tmp_path / "p", "--motion_mask", "auto",
              "--mask_provider", "magic")  # fmt: skip
+
+
+def test_poke_writes_the_response(model_dir, photos, tmp_path):
+    """--poke: nothing moves before the push, the poked photo then swings."""
+    _run(model_dir, photos / "tree.jpg", tmp_path / "o", "--format", "frames",
+         "--renderer", "remap", "--poke", "25,25,0,6,0.5", "--save_motion")  # fmt: skip
+    frames = _frames(tmp_path / "o" / "tree")  # 8 frames at 6 fps: the push at frame 3
+    assert frames.shape == (8, 50, 50, 3)
+    assert (frames[:4] == frames[0]).all()  # frames 0-3 are at or before 0.5 s
+    assert not np.array_equal(frames[5], frames[0])
+    with pytest.raises(ValueError, match="--poke"):
+        _run(model_dir, photos / "tree.jpg", tmp_path / "p", "--poke", "25,25")
+    with pytest.raises(ValueError, match="--damping"):
+        _run(model_dir, photos / "tree.jpg", tmp_path / "q", "--poke", "25,25,0,6",
+             "--damping", "1.5")  # fmt: skip
