@@ -272,3 +272,19 @@ def test_poke_writes_the_response(model_dir, photos, tmp_path):
     with pytest.raises(ValueError, match="--damping"):
         _run(model_dir, photos / "tree.jpg", tmp_path / "q", "--poke", "25,25,0,6",
              "--damping", "1.5")  # fmt: skip
+
+
+def test_sample_py_and_python_get_the_same_frames(model_dir, photos, tmp_path):
+    """The command line is one MotionPipeline call: the same arguments, the same frames."""
+    from data.images import load_image
+    from generators.gid import DEFAULT_GUIDANCE_SCALE
+
+    _run(model_dir, photos / "leaf.png", tmp_path / "o", "--format", "frames", "--seed", "3",
+         "--amplitude", "2", "--speed", "1.5")  # fmt: skip
+    pipe = MotionPipeline.from_pretrained(model_dir)
+    pipe.set_scheduler("dpm")
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(load_image(photos / "leaf.png"), num_inference_steps=2, num_frames=8, fps=6,
+               amplitude=2.0, speed=1.5, guidance_scale=DEFAULT_GUIDANCE_SCALE,
+               generator=torch.Generator().manual_seed(3))  # fmt: skip
+    np.testing.assert_array_equal(_frames(tmp_path / "o" / "leaf"), out.frames[0])
