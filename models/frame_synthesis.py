@@ -15,9 +15,10 @@ softmax-splatting frame interpolator of Niklaus & Liu (CVPR 2020):
 3. **decode** with a GridNet (3 rows x 6 columns: lateral residual blocks along rows,
    down-sampling then up-sampling columns) into an RGB residual added to the splatted
    photo (holes filled with the photo's own pixel), clamped to [0, 1];
-4. optionally (``fallback_gate=True``) **fall back**: a small head on the GridNet's
-   last full-resolution features, the hole mask, the motion magnitude and the
-   disagreement with average splatting predicts a per-pixel gate g in (0, 1), and the
+4. optionally (``fallback_gate=True``) **fall back**: a 3x3 convolution of the GridNet's
+   last full-resolution features plus a linear term of the hole mask, the motion
+   magnitude and the disagreement with average splatting gives a per-pixel gate g in
+   (0, 1), and the
    frame is ``(1 - g) * decoded + g * average_splatted`` (average splatting of the photo,
    holes filled with the photo). Where the network is unsure (holes, motion larger than it
    was trained on) it can hand the pixel to the baseline instead of inventing content.
@@ -44,7 +45,6 @@ from tqdm.auto import tqdm
 from splatting import hole_mask, softsplat
 
 DEFAULT_BATCH_SIZE = 16
-GATE_CHANNELS = 8  # hidden channels of the fallback gate's head
 GATE_INIT_BIAS = -6.0  # initial gate logit: sigmoid(-6) = 0.0025
 GATE_MOTION_SCALE = 16.0  # px: the gate sees tanh(|flow| / 16), ~linear below 8 px
 # Named sizes (block_out_channels, grid_columns): "small" is the shipped CPU renderer,
@@ -246,17 +246,16 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
         nn.init.normal_(last.weight, std=1e-3)
         nn.init.zeros_(last.bias)
         if fallback_gate:
-            # Inputs: row-0 features, hole mask, squashed |flow|, |decoded - average|.
-            # A 1x1 convolution first (the GridNet features already carry the context): the
-            # gate costs ~1/9 of a 3x3 head, so the renderer's speed stays what it was.
-            self.gate = nn.Sequential(
-                nn.Conv2d(channels[0] + 3, GATE_CHANNELS, 1), nn.PReLU(GATE_CHANNELS),
-                _conv(GATE_CHANNELS, 1),
-            )  # fmt: skip
+            # The gate's logit: a 1x1 convolution of the GridNet's last row-0 features plus
+            # a per-pixel linear term of three cues (hole mask, squashed |flow|,
+            # |decoded - average|). Kept this small on purpose: no hidden layer, no
+            # concatenation of the features, so the renderer's speed stays what it was.
+            self.gate = nn.Conv2d(channels[0], 1, 1)
+            self.gate_cues = nn.Parameter(torch.zeros(3))  # weights of the three cues
             # Zero weights, bias -6: g = 0.0025 everywhere, the decoded frame almost unchanged
             # (the gate opens only where training finds the fallback better).
-            nn.init.zeros_(self.gate[-1].weight)
-            nn.init.constant_(self.gate[-1].bias, GATE_INIT_BIAS)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.constant_(self.gate.bias, GATE_INIT_BIAS)
 
     # -- the three stages --------------------------------------------------------------
 
@@ -305,8 +304,9 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
                 photo = features.photo.float()
                 avg, weight = softsplat(photo, flow.float(), None, "avg", return_weight=True)
                 avg = torch.where(hole_mask(weight), photo, avg)
+                # hypot, not vector_norm over dim 1: ~10x faster here on the CPU.
                 motion = torch.tanh(
-                    torch.linalg.vector_norm(flow.float(), dim=1, keepdim=True) / GATE_MOTION_SCALE
+                    torch.hypot(flow[:, :1].float(), flow[:, 1:].float()) / GATE_MOTION_SCALE
                 )
             fallback = torch.cat([avg, motion], dim=1).to(features.photo.dtype)
         splatted = []
@@ -351,8 +351,9 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
         frame = (base + residual).clamp(0.0, 1.0)
         average = fallback[:, :3]
         disagreement = (frame - average).abs().mean(dim=1, keepdim=True)
-        gate_in = torch.cat([last, level0[:, -1:], fallback[:, 3:], disagreement], dim=1)
-        gate = torch.sigmoid(self.gate(gate_in))
+        w = self.gate_cues
+        logit = self.gate(last) + w[0] * level0[:, -1:] + w[1] * fallback[:, 3:]
+        gate = torch.sigmoid(logit + w[2] * disagreement)
         frame = frame + gate * (average - frame)  # (1 - g) * decoded + g * average
         return frame[..., :height, :width], gate[..., :height, :width]
 
@@ -487,7 +488,7 @@ def with_fallback_gate(model: FrameSynthesisModel) -> FrameSynthesisModel:
     config = {k: v for k, v in model.config.items() if not k.startswith("_")}
     gated = FrameSynthesisModel(**{**config, "fallback_gate": True})
     missing, unexpected = gated.load_state_dict(model.state_dict(), strict=False)
-    if unexpected or any(not key.startswith("gate.") for key in missing):
+    if unexpected or any(not key.startswith(("gate.", "gate_cues")) for key in missing):
         raise RuntimeError(f"with_fallback_gate: unexpected {unexpected}, missing {missing}")
     return gated.to(model.device)
 

@@ -266,7 +266,7 @@ def test_fallback_gate_starts_almost_closed_on_a_trained_renderer():
 
 def test_an_open_gate_renders_average_splatting():
     gated = with_fallback_gate(_trained_like()).eval()
-    torch.nn.init.constant_(gated.gate[-1].bias, 40.0)  # g = 1
+    torch.nn.init.constant_(gated.gate.bias, 40.0)  # g = 1
     rng = np.random.default_rng(0)
     photo = (rng.random((24, 40, 3)) * 255).astype(np.uint8)
     disp = (smooth_flow(3, 24, 40, amplitude=6.0).permute(0, 2, 3, 1)).numpy()
@@ -279,7 +279,7 @@ def test_fallback_gate_learns_and_round_trips(tmp_path):
     gated = with_fallback_gate(_trained_like()).train()
     image, flow = torch.rand(2, 3, 32, 48), smooth_flow(2, 32, 48)
     torch.nn.functional.l1_loss(gated(image, flow), torch.rand(2, 3, 32, 48)).backward()
-    assert gated.gate[-1].weight.grad.abs().sum() > 0 and gated.gate[-1].bias.grad.abs() > 0
+    assert gated.gate.weight.grad.abs().sum() > 0 and gated.gate.bias.grad.abs() > 0
     gated.eval().save_pretrained(tmp_path)
     loaded = FrameSynthesisModel.from_pretrained(tmp_path).eval()
     assert loaded.config.fallback_gate
