@@ -111,6 +111,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(the shipped CPU renderer), reference = 32,64,96 x 6 (the paper's; for a GPU)",
     )  # fmt: skip
     p.add_argument(
+        "--gate_lr_scale", type=float, default=50.0,
+        help="learning rate of the fallback gate's parameters, in multiples of --learning_rate "
+        "(its logit starts at -6: at the base rate Adam moves it ~1e-4 per step, too slow to open)",
+    )  # fmt: skip
+    p.add_argument(
         "--fallback_gate", action="store_true",
         help="add the per-pixel gate towards average splatting (a fine-tuned model gets a "
         "fresh, almost closed gate; models/frame_synthesis.py)",
@@ -247,6 +252,18 @@ def build_model(args) -> FrameSynthesisModel:
         raise SystemExit(f"error: model flags: {error}") from None
 
 
+def parameter_groups(model: FrameSynthesisModel, args) -> list[dict]:
+    """The optimiser's groups: the fallback gate's parameters (if any) at
+    ``--gate_lr_scale`` x ``--learning_rate``, everything else at ``--learning_rate``."""
+    gate, rest = [], []
+    for name, param in model.named_parameters():
+        (gate if name.startswith(("gate.", "gate_cues")) else rest).append(param)
+    groups = [{"params": rest}]
+    if gate:
+        groups.append({"params": gate, "lr": args.learning_rate * args.gate_lr_scale})
+    return groups
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -265,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.perceptual_weight > 0:
         perceptual = EfficientNetPerceptualLoss().to(accelerator.device)
     optimizer, lr_scheduler = create_optimizer_and_scheduler(
-        args, model.parameters(), args.max_train_steps, accelerator.num_processes
+        args, parameter_groups(model, args), args.max_train_steps, accelerator.num_processes
     )
     ema = EMAModel(model.parameters(), decay=args.ema_decay) if args.use_ema else None
     # `model` (maybe DDP-wrapped) shares its parameters with `unwrapped`.

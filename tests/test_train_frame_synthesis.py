@@ -239,3 +239,14 @@ def test_size_and_data_flags():
     for bad in (["--long_gaps", "x"], ["--long_gaps", "0"], ["--model_size", "huge"]):
         with pytest.raises(SystemExit):
             train.parse_args(["--photos", "p", *bad])
+
+
+def test_the_gate_trains_at_its_own_learning_rate():
+    args = train.parse_args(["--photos", "p", "--learning_rate", "1e-4", "--gate_lr_scale", "100"])
+    plain = FrameSynthesisModel(block_out_channels=(4, 6, 8), grid_columns=2)
+    assert len(train.parameter_groups(plain, args)) == 1
+    gated = FrameSynthesisModel(block_out_channels=(4, 6, 8), grid_columns=2, fallback_gate=True)
+    rest, gate = train.parameter_groups(gated, args)
+    assert gate["lr"] == pytest.approx(1e-2) and "lr" not in rest
+    assert len(gate["params"]) == 3  # gate.weight, gate.bias, gate_cues
+    assert len(rest["params"]) + 3 == len(list(gated.parameters()))
