@@ -1,7 +1,7 @@
 """Evaluate renderers on real video: the PSNR / SSIM / LPIPS table of frame synthesis.
 
     python evaluate.py --videos DIR --out DIR [--model DIR] [--frames 150] [--size 256x160] \\
-        [--flow dis] [--overwrite]
+        [--flow dis] [--flow_preset fine] [--lpips_weights PATH] [--overwrite]
     python evaluate.py --videos PREPARED_DIR --out DIR       # a prepare_data output folder
     python evaluate.py --motion_data PREPARED_DIR --motion_model DIR --out DIR
 
@@ -12,15 +12,20 @@ real frames. Methods (rows): the frame-synthesis model (``--model``, default
 ``splatting.render_frames``: average splatting, softmax splatting, OpenCV remap bicubic,
 copy frame 0. Columns: PSNR pooled per clip (the MSE of all its frames, as the reference
 table of the public reimplementation), the per-frame mean PSNR, SSIM (Gaussian 11x11,
-sigma 1.5) and LPIPS (AlexNet) when its weights are already on this machine (never
-downloaded; otherwise the column says so). Every figure is a mean over clips.
+sigma 1.5) and LPIPS (AlexNet) when its weights are on this machine (``--lpips_weights``
+or torch's hub cache; never downloaded, otherwise the column says so). Every figure is a
+mean over clips. A second table splits the frames by motion magnitude (the median over
+pixels of |D_t|: < 1, 1-5, > 5 px) and gives each method's pooled PSNR and mean SSIM on
+each part, so small and large motion show separately.
 
 Clips: each video is read at ``--size`` (cover-crop, duplicate frames dropped, see
 ``data.video.read_video``), split into shots at scene cuts, and every shot gives
 non-overlapping clips of ``--frames`` frames. A prepare_data folder gives its kept clips
 (re-read from their source video at the clip's fps, since the folder keeps only the first
-frame). Outputs in ``--out``: ``table.md`` (also printed), ``per_clip.csv``,
-``per_frame.csv``, ``psnr_vs_frame.png``, ``summary.json``. Existing outputs are never
+frame). A video that cannot be decoded or is too short is reported and skipped; the table
+is computed on the rest. Outputs in ``--out``: ``table.md`` (also printed),
+``per_clip.csv``, ``per_frame.csv``, ``per_magnitude.csv``, ``psnr_vs_frame.png``,
+``summary.json``. Existing outputs are never
 overwritten without ``--overwrite``. See docs/EVALUATION.md.
 """
 
@@ -58,10 +63,22 @@ BASELINES = {
     "copy frame 0": "copy",
 }
 MODEL_ROW = "frame-synthesis model"
-OUTPUT_FILES = ("table.md", "per_clip.csv", "per_frame.csv", "psnr_vs_frame.png", "summary.json")
-# torchvision's ImageNet AlexNet, which LPIPS (alex) needs; looked up in torch's hub cache.
+OUTPUT_FILES = (
+    "table.md", "per_clip.csv", "per_frame.csv", "per_magnitude.csv", "psnr_vs_frame.png",
+    "summary.json",
+)  # fmt: skip
+# torchvision's ImageNet AlexNet, which LPIPS (alex) needs: --lpips_weights or torch's hub cache.
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
+# What an online user runs once to put it in torch's hub cache (~233 MB).
+ALEXNET_FETCH = (
+    "python -c \"import torchvision; torchvision.models.alexnet(weights='IMAGENET1K_V1')\""
+)
 LPIPS_MISSING = "n/a (AlexNet weights not found)"
+# DIS preset of the flow from frame 0 to frame t: "fine" (finest level at full resolution),
+# the preset the training pairs are made with (data.frame_pairs.FLOW_OPTIONS).
+FLOW_PRESET = "fine"
+# Motion-magnitude bins of the per-magnitude table: a frame's median |D_t| over pixels, px.
+MAGNITUDE_BINS = (("< 1 px", 0.0, 1.0), ("1-5 px", 1.0, 5.0), ("> 5 px", 5.0, math.inf))
 
 
 @dataclass
@@ -153,8 +170,16 @@ def find_clips(
     size: tuple[int, int],
     max_clips: int | None = None,
     drop_duplicates: bool = True,
+    skipped: list[str] | None = None,
 ) -> list[Clip]:
-    """Clips of a folder of videos, or of a prepare_data output folder (has dataset.json)."""
+    """Clips of a folder of videos, or of a prepare_data output folder (has dataset.json).
+
+    A video that cannot be decoded, or gives no clip of ``num_frames`` frames, is reported
+    on stderr, appended to ``skipped`` (one line each) and left out.
+
+    Raises:
+        ValueError: no video of the folder gives a clip (the reasons are in the message).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder (--videos takes a folder of videos)")
@@ -166,9 +191,19 @@ def find_clips(
             f"{folder}: no videos (looked for {', '.join(VIDEO_EXTENSIONS)}) and not a "
             f"prepare_data folder (no dataset.json)"
         )
-    clips = []
+    clips, reasons = [], []
     for path in videos:
-        clips += video_clips(path, num_frames or MotionConfig().num_frames, size, drop_duplicates)
+        try:
+            clips += video_clips(
+                path, num_frames or MotionConfig().num_frames, size, drop_duplicates
+            )
+        except (ValueError, OSError) as error:  # undecodable, truncated or too short
+            reasons.append(str(error).splitlines()[0])
+            print(f"evaluate.py: skipped {reasons[-1]}", file=sys.stderr)
+    if skipped is not None:
+        skipped += reasons
+    if not clips:
+        raise ValueError(f"{folder}: no video gives a clip ({'; '.join(reasons)})")
     return clips[:max_clips] if max_clips else clips
 
 
@@ -187,6 +222,11 @@ def load_model(path: str | Path, device: str = "cpu"):
             f"leave out --model to evaluate the baselines only)"
         )
     if not config_path.is_file():
+        if (path / "model_index.json").is_file() and (path / RENDERER_SUBFOLDER).is_dir():
+            raise ValueError(
+                f"{path}: a pipeline folder, not a FrameSynthesisModel; give its renderer, "
+                f"--model {path / RENDERER_SUBFOLDER}"
+            )
         raise ValueError(f"{path}: not a saved model (no config.json)")
     class_name = json.loads(config_path.read_text()).get("_class_name")
     if class_name != FrameSynthesisModel.__name__:
@@ -239,16 +279,63 @@ def ssim_per_frame(pred: np.ndarray, real: np.ndarray, batch: int = 16) -> np.nd
     return torch.cat(values).numpy().astype(np.float64)
 
 
+# AlexNet ``features`` layer index -> the torchmetrics LPIPS slice holding it.
+_ALEX_SLICES = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
+
+
+def alexnet_weights_path(path: str | Path | None = None) -> Path | None:
+    """``path`` (``--lpips_weights``; must exist), else torch's hub-cache copy if present."""
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no such file (--lpips_weights takes torchvision's {ALEXNET_WEIGHTS}; "
+                f"fetch it online with: {ALEXNET_FETCH})"
+            )
+        return path
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS
+    return cached if cached.is_file() else None
+
+
 class LPIPS:
-    """LPIPS (AlexNet) from torchmetrics, only when the AlexNet weights are already cached."""
+    """LPIPS (AlexNet, torchmetrics' linear layers) from a local AlexNet weights file.
 
-    def __init__(self) -> None:
-        weights = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS
+    ``weights``: torchvision's ImageNet AlexNet state dict (``features.*`` keys; the
+    classifier is ignored), loaded with ``weights_only=True``; None looks in torch's hub
+    cache, and without a file the metric is unavailable (nothing is downloaded).
+    """
+
+    def __init__(self, weights: str | Path | None = None) -> None:
+        self.path = alexnet_weights_path(weights)
         self.metric = None
-        if weights.is_file():
-            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+        if self.path is None:
+            return
+        from torchmetrics.functional.image.lpips import _NoTrainLpips
 
-            self.metric = LearnedPerceptualImagePatchSimilarity("alex", normalize=True).eval()
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as error:  # not a torch file, or one that needs pickle
+            raise ValueError(
+                f"{self.path}: cannot read AlexNet weights ({str(error).splitlines()[0]})"
+            ) from None
+        if not isinstance(state, dict):
+            raise ValueError(f"{self.path}: not a state dict of AlexNet weights")
+        # The backbone starts random (pnet_rand: torchvision would download it) and gets
+        # the file's weights; the linear layers ship with torchmetrics.
+        metric = _NoTrainLpips(net="alex", pnet_rand=True).eval()
+        mapped = {}
+        for key, value in state.items():
+            parts = key.split(".")
+            if parts[0] == "features" and int(parts[1]) in _ALEX_SLICES:
+                mapped[f"slice{_ALEX_SLICES[int(parts[1])]}.{parts[1]}.{parts[2]}"] = value
+        try:
+            metric.net.load_state_dict(mapped, strict=True)
+        except RuntimeError as error:
+            raise ValueError(
+                f"{self.path}: not torchvision's AlexNet weights ({str(error).splitlines()[0]}); "
+                f"fetch them with: {ALEXNET_FETCH}"
+            ) from None
+        self.metric = metric
 
     @property
     def available(self) -> bool:
@@ -256,42 +343,97 @@ class LPIPS:
 
     @torch.no_grad()
     def __call__(self, pred: np.ndarray, real: np.ndarray, batch: int = 16) -> float:
-        """Mean LPIPS over the frames (nan when unavailable)."""
+        """Mean LPIPS over the frames of uint8 ``(T, H, W, 3)`` arrays (nan when unavailable)."""
         if self.metric is None:
             return math.nan
-        scores = []
-        for i in range(0, len(pred), batch):
-            a, b = _to_tensor(pred[i : i + batch]), _to_tensor(real[i : i + batch])
-            scores.append(float(self.metric(a, b)) * len(a))
+        scores = [
+            self.metric(_to_tensor(pred[i : i + batch]), _to_tensor(real[i : i + batch]), normalize=True)
+            .flatten().double().sum().item()
+            for i in range(0, len(pred), batch)
+        ]  # fmt: skip
         return sum(scores) / len(pred)
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 
+def flow_options(method: str, preset: str = FLOW_PRESET) -> dict:
+    """``estimate_flow`` keyword arguments: the DIS preset applies to ``dis`` only."""
+    return {"method": method, **({"preset": preset} if method == "dis" else {})}
+
+
 def evaluate_clip(
-    clip: Clip, renderers: dict, flow_method: str, lpips: LPIPS
-) -> tuple[list[dict], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    clip: Clip, renderers: dict, flow_method: str, lpips: LPIPS, flow_preset: str = FLOW_PRESET
+) -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
     """Flow 0 -> t on the real frames, render frames 1..T-1 with every renderer, score them.
 
-    Returns per-method rows, per-frame PSNR ``(T-1,)`` and the rendered frames per method.
+    Returns per-method rows, per-frame rows (clip, method, t, psnr, mse, ssim,
+    median_disp: the median over pixels of |D_t| in px) and the rendered frames per method.
     """
     real = clip.frames[1:]
-    disp = estimate_flow(clip.frames[0], real, method=flow_method)  # (T-1, H, W, 2)
-    rows, curves, rendered = [], {}, {}
+    disp = estimate_flow(clip.frames[0], real, **flow_options(flow_method, flow_preset))
+    median_disp = np.median(np.linalg.norm(disp, axis=-1).reshape(len(real), -1), axis=1)
+    rows, frame_rows, rendered = [], [], {}
     for name, render in renderers.items():
         start = time.perf_counter()
         pred = render(clip.frames[0], disp)
         seconds = time.perf_counter() - start
         per_frame = psnr_per_frame(pred, real)
+        mse = ((pred.astype(np.float64) - real) ** 2).mean(axis=(1, 2, 3))
+        ssim = ssim_per_frame(pred, real)
         rows.append({
             "clip": clip.name, "method": name, "frames": len(real),
             "psnr_pooled": psnr_pooled(pred, real), "psnr_mean": float(per_frame.mean()),
-            "ssim": float(ssim_per_frame(pred, real).mean()), "lpips": lpips(pred, real),
+            "ssim": float(ssim.mean()), "lpips": lpips(pred, real),
             "render_fps": len(real) / seconds if seconds > 0 else math.inf,
         })  # fmt: skip
-        curves[name], rendered[name] = per_frame, pred
-    return rows, curves, rendered
+        frame_rows += [
+            {"clip": clip.name, "method": name, "t": t + 1, "psnr": float(per_frame[t]),
+             "mse": float(mse[t]), "ssim": float(ssim[t]), "median_disp": float(median_disp[t])}
+            for t in range(len(real))
+        ]  # fmt: skip
+        rendered[name] = pred
+    return rows, frame_rows, rendered
+
+
+def magnitude_breakdown(frame_rows: list[dict], methods: list[str]) -> list[dict]:
+    """Per method and motion-magnitude bin (``MAGNITUDE_BINS``, by a frame's median |D_t|):
+    the frame count, PSNR pooled over the bin's frames (mean MSE) and mean SSIM (nan when
+    the bin is empty)."""
+    table = []
+    for method in methods:
+        mine = [r for r in frame_rows if r["method"] == method]
+        for label, low, high in MAGNITUDE_BINS:
+            part = [r for r in mine if low <= r["median_disp"] < high]
+            mse = float(np.mean([r["mse"] for r in part])) if part else math.nan
+            psnr = math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+            table.append({
+                "method": method, "magnitude": label, "frames": len(part), "psnr_pooled": psnr,
+                "ssim": float(np.mean([r["ssim"] for r in part])) if part else math.nan,
+            })  # fmt: skip
+    return table
+
+
+def magnitude_markdown(table: list[dict]) -> str:
+    """The per-magnitude table: one row per method, 'PSNR / SSIM' per bin."""
+    counts: dict[str, int] = {}
+    for r in table:  # every method scores the same frames: the first one's counts
+        counts.setdefault(r["magnitude"], r["frames"])
+    labels = [label for label, _, _ in MAGNITUDE_BINS]
+    lines = [
+        "| method | " + " | ".join(f"{b} ({counts[b]} frames)" for b in labels) + " |",
+        "|---|" + "---|" * len(labels),
+    ]
+    for method in dict.fromkeys(r["method"] for r in table):
+        cells = []
+        for label in labels:
+            row = next(r for r in table if r["method"] == method and r["magnitude"] == label)
+            cells.append(
+                "-" if not row["frames"]
+                else f"{_number(row['psnr_pooled'], 2)} / {row['ssim']:.4f}"
+            )  # fmt: skip
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def summarize(rows: list[dict], methods: list[str]) -> list[dict]:
@@ -394,37 +536,45 @@ def run_frame_evaluation(args: argparse.Namespace) -> str:
     if model is None:
         reason = "--no_model" if args.no_model else f"no --model and no {DEFAULT_MODEL_DIR}"
         print(f"no model ({reason}): evaluating the baselines only")
+    lpips = LPIPS(args.lpips_weights)  # before the clips: a bad weights file fails fast
+    skipped: list[str] = []
     clips = find_clips(
-        args.videos, args.frames, size, args.max_clips, not args.keep_duplicate_frames
+        args.videos, args.frames, size, args.max_clips, not args.keep_duplicate_frames, skipped
     )
     print(f"{len(clips)} clips from {args.videos}: " + ", ".join(c.name for c in clips))
     renderers = build_renderers(model)
-    lpips = LPIPS()
-    rows, curves = [], {name: [] for name in renderers}
+    rows, per_frame, curves = [], [], {name: [] for name in renderers}
     for clip in clips:
-        clip_rows, clip_curves, _ = evaluate_clip(clip, renderers, args.flow, lpips)
+        clip_rows, frame_rows, _ = evaluate_clip(
+            clip, renderers, args.flow, lpips, args.flow_preset
+        )
         rows += clip_rows
-        for name, curve in clip_curves.items():
-            curves[name].append(curve)
+        per_frame += frame_rows
+        for name in renderers:
+            curves[name].append(np.array([r["psnr"] for r in frame_rows if r["method"] == name]))
         print(f"  {clip.name}: " + ", ".join(
             f"{r['method']} {_number(r['psnr_pooled'], 2)} dB" for r in clip_rows))  # fmt: skip
     table = summarize(rows, list(renderers))
-    markdown = table_markdown(table, lpips.available)
-    per_frame = [
-        {"clip": clips[i].name, "method": name, "t": t + 1, "psnr": float(value)}
-        for name, per_clip in curves.items()
-        for i, curve in enumerate(per_clip)
-        for t, value in enumerate(curve)
-    ]
+    by_magnitude = magnitude_breakdown(per_frame, list(renderers))
+    markdown = (
+        table_markdown(table, lpips.available)
+        + "\nBy motion magnitude (a frame's median |D_t| over pixels; pooled PSNR (dB) / SSIM "
+        "over the frames of all clips in the bin):\n\n" + magnitude_markdown(by_magnitude)
+    )
+    if skipped:
+        markdown += "\nSkipped videos:\n" + "".join(f"- {reason}\n" for reason in skipped)
     _write_text(out / "table.md", markdown)
     _write_text(out / "per_clip.csv", _csv_text(rows))
     _write_text(out / "per_frame.csv", _csv_text(per_frame))
+    _write_text(out / "per_magnitude.csv", _csv_text(by_magnitude))
     plot_psnr_curves(curves, out / "psnr_vs_frame.png")
     summary = {
         "videos": str(args.videos), "model": str(model_dir) if model is not None else None,
-        "keep_duplicate_frames": args.keep_duplicate_frames,
-        "frames": args.frames, "size": args.size, "flow": args.flow,
-        "clips": [c.name for c in clips], "lpips": lpips.available, "table": table,
+        "keep_duplicate_frames": args.keep_duplicate_frames, "frames": args.frames,
+        "size": args.size, "flow": args.flow, "flow_preset": args.flow_preset,
+        "clips": [c.name for c in clips], "skipped": skipped,
+        "lpips": str(lpips.path) if lpips.available else None, "table": table,
+        "by_magnitude": by_magnitude,
     }  # fmt: skip
     _write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     return markdown
@@ -484,6 +634,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--size", default="256x160", help="WxH the videos are resized to")
     p.add_argument("--flow", default="dis", help="flow method (data.flow.FLOW_METHODS)")
+    p.add_argument(
+        "--flow_preset", default=FLOW_PRESET, choices=["ultrafast", "fast", "medium", "fine"],
+        help="DIS preset (--flow dis); fine is what the training pairs use",
+    )  # fmt: skip
+    p.add_argument(
+        "--lpips_weights", default=None,
+        help=f"torchvision's AlexNet weights file ({ALEXNET_WEIGHTS}) for LPIPS (default: torch's "
+        f"hub cache if there; fetch online with: {ALEXNET_FETCH})",
+    )  # fmt: skip
     p.add_argument("--max_clips", type=int, default=None, help="evaluate at most N clips")
     p.add_argument(
         "--keep_duplicate_frames",

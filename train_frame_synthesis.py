@@ -7,7 +7,8 @@ Laid out like diffusers' example training scripts (accelerate, the same flag nam
         --photos ../shared/data/photos/permissive --output_dir outputs/frame_synthesis
 
 Training pairs come from ``data.frame_pairs.FramePairDataset`` (videos with cached DIS
-flow, two-image pairs, photos animated by known displacements). Loss: L1 + weight *
+flow, also at long range and backwards; two-image pairs; photos animated by known
+displacements; layered large-motion compositions of photos with exact targets). Loss: L1 + weight *
 multi-scale gradient L1 (+ optional EfficientNet-Lite0 feature L1). The skeleton and the
 checkpoint rules (kill-safe ``<output_dir>/checkpoint-<step>``, EMA in safetensors) are
 those of every training script here (models/training_utils.py); the final model is
@@ -31,7 +32,12 @@ from tqdm.auto import tqdm
 
 from data.config import parse_size
 from data.frame_pairs import FramePairDataset
-from models.frame_synthesis import EfficientNetPerceptualLoss, FrameSynthesisModel
+from models.frame_synthesis import (
+    MODEL_SIZES,
+    EfficientNetPerceptualLoss,
+    FrameSynthesisModel,
+    with_fallback_gate,
+)
 from models.spectral_vae import multiscale_gradient_loss
 from models.training_utils import (
     add_training_args,
@@ -70,6 +76,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--frames_per_photo", type=int, default=8, help="photos: synthesised frames per photo"
     )
     p.add_argument(
+        "--long_gaps", type=str, default="",
+        help="videos: more frame gaps (> --max_gap) paired within a shot, e.g. 16,24,32",
+    )  # fmt: skip
+    p.add_argument(
+        "--both_directions", action="store_true", help="videos: every shot also played backwards"
+    )
+    p.add_argument(
+        "--layered", type=str, default=None,
+        help="folder of photos for layered large-motion compositions (exact targets)",
+    )  # fmt: skip
+    p.add_argument(
+        "--layered_per_photo", type=int, default=4, help="layered: compositions per photo"
+    )
+    p.add_argument(
+        "--layered_max_px", type=float, default=40.0,
+        help="layered: largest foreground translation (px; log-uniform from 0.3)",
+    )  # fmt: skip
+    p.add_argument(
         "--frame_size", type=str, default="256x160", help="WxH every source is resized to"
     )
     p.add_argument("--resolution", type=int, default=128, help="side of the random square crop")
@@ -81,6 +105,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # docs/FRAME_SYNTHESIS.md); the reference size of the paper's renderer is 32,64,96 x 6.
     p.add_argument("--block_out_channels", type=str, default="16,24,32")
     p.add_argument("--grid_columns", type=int, default=2)
+    p.add_argument(
+        "--model_size", choices=sorted(MODEL_SIZES), default=None,
+        help="a named size (replaces --block_out_channels/--grid_columns): small = 16,24,32 x 2 "
+        "(the shipped CPU renderer), reference = 32,64,96 x 6 (the paper's; for a GPU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--gate_lr_scale", type=float, default=50.0,
+        help="learning rate of the fallback gate's parameters, in multiples of --learning_rate "
+        "(its logit starts at -6: at the base rate Adam moves it ~1e-4 per step, too slow to open)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fallback_gate", action="store_true",
+        help="add the per-pixel gate towards average splatting (a fine-tuned model gets a "
+        "fresh, almost closed gate; models/frame_synthesis.py)",
+    )  # fmt: skip
     p.add_argument(
         "--pretrained_model_name_or_path", type=str, default=None,
         help="fine-tune this FrameSynthesisModel folder (its config replaces the size flags)",
@@ -103,14 +142,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num_validation_images", type=int, default=4)
     args = p.parse_args(argv)
     check_training_args(p, args)
-    if args.videos is None and args.pairs is None and args.photos is None:
-        p.error("give at least one data source: --videos, --pairs or --photos")
+    if all(getattr(args, k) is None for k in ("videos", "pairs", "photos", "layered")):
+        p.error("give at least one data source: --videos, --pairs, --photos or --layered")
     try:
         args.block_out_channels = tuple(int(c) for c in args.block_out_channels.split(","))
     except ValueError:
         p.error(
             f"--block_out_channels must be comma-separated integers, got {args.block_out_channels}"
         )
+    try:
+        args.long_gaps = tuple(int(g) for g in args.long_gaps.split(",") if g.strip())
+    except ValueError:
+        p.error(f"--long_gaps must be comma-separated integers, got {args.long_gaps}")
+    if any(g < 1 for g in args.long_gaps):
+        p.error(f"--long_gaps must be positive frame gaps, got {args.long_gaps}")
+    if args.model_size is not None:
+        args.block_out_channels, args.grid_columns = MODEL_SIZES[args.model_size]
     return args
 
 
@@ -169,7 +216,9 @@ def build_data(args, output_dir: Path, device: torch.device):
     dataset = FramePairDataset(
         args.videos, args.pairs, args.photos, resolution=args.resolution, size=(width, height),
         max_gap=args.max_gap, window_stride=args.window_stride, max_video_frames=args.max_video_frames,
-        frames_per_photo=args.frames_per_photo, seed=args.seed,
+        frames_per_photo=args.frames_per_photo, seed=args.seed, long_gaps=args.long_gaps,
+        both_directions=args.both_directions, layered=args.layered,
+        layered_per_photo=args.layered_per_photo, layered_max_px=args.layered_max_px,
         cache_dir=args.cache_dir or output_dir / "flow_cache",
     )  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed)
@@ -183,20 +232,36 @@ def build_data(args, output_dir: Path, device: torch.device):
     return dataset, dataloader, generator, val_batch
 
 
-MODEL_KEYS = ("block_out_channels", "grid_columns", "learn_metric_scale")  # must match on resume
+# Must match on resume.
+MODEL_KEYS = ("block_out_channels", "grid_columns", "learn_metric_scale", "fallback_gate")
 
 
 def build_model(args) -> FrameSynthesisModel:
     """A fresh renderer from the size flags, or ``--pretrained_model_name_or_path``."""
     if args.pretrained_model_name_or_path:
         # A new schedule over trained weights (a longer run than the checkpoints planned for).
-        return FrameSynthesisModel.from_pretrained(args.pretrained_model_name_or_path)
+        model = FrameSynthesisModel.from_pretrained(args.pretrained_model_name_or_path)
+        # --fallback_gate on a model without one: its weights plus a fresh, almost closed gate.
+        return with_fallback_gate(model) if args.fallback_gate else model
     try:
         return FrameSynthesisModel(
-            block_out_channels=args.block_out_channels, grid_columns=args.grid_columns
-        )
+            block_out_channels=args.block_out_channels, grid_columns=args.grid_columns,
+            fallback_gate=args.fallback_gate,
+        )  # fmt: skip
     except ValueError as error:
         raise SystemExit(f"error: model flags: {error}") from None
+
+
+def parameter_groups(model: FrameSynthesisModel, args) -> list[dict]:
+    """The optimiser's groups: the fallback gate's parameters (if any) at
+    ``--gate_lr_scale`` x ``--learning_rate``, everything else at ``--learning_rate``."""
+    gate, rest = [], []
+    for name, param in model.named_parameters():
+        (gate if name.startswith(("gate.", "gate_cues")) else rest).append(param)
+    groups = [{"params": rest}]
+    if gate:
+        groups.append({"params": gate, "lr": args.learning_rate * args.gate_lr_scale})
+    return groups
 
 
 # ----------------------------------------------------------------------------- main
@@ -217,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.perceptual_weight > 0:
         perceptual = EfficientNetPerceptualLoss().to(accelerator.device)
     optimizer, lr_scheduler = create_optimizer_and_scheduler(
-        args, model.parameters(), args.max_train_steps, accelerator.num_processes
+        args, parameter_groups(model, args), args.max_train_steps, accelerator.num_processes
     )
     ema = EMAModel(model.parameters(), decay=args.ema_decay) if args.use_ema else None
     # `model` (maybe DDP-wrapped) shares its parameters with `unwrapped`.

@@ -14,7 +14,16 @@ softmax-splatting frame interpolator of Niklaus & Liu (CVPR 2020):
    decoder knows where to inpaint;
 3. **decode** with a GridNet (3 rows x 6 columns: lateral residual blocks along rows,
    down-sampling then up-sampling columns) into an RGB residual added to the splatted
-   photo (holes filled with the photo's own pixel), clamped to [0, 1].
+   photo (holes filled with the photo's own pixel), clamped to [0, 1];
+4. optionally (``fallback_gate=True``) **fall back**: a 3x3 convolution of the GridNet's
+   last full-resolution features plus a linear term of the hole mask, the motion
+   magnitude and the disagreement with average splatting gives a per-pixel gate g in
+   (0, 1), and the
+   frame is ``(1 - g) * decoded + g * average_splatted`` (average splatting of the photo,
+   holes filled with the photo). Where the network is unsure (holes, motion larger than it
+   was trained on) it can hand the pixel to the baseline instead of inventing content.
+   The gate starts almost closed (g = sigmoid(-6) = 0.0025 everywhere), so a renderer
+   given a gate (``with_fallback_gate``) first renders as before.
 
 For a whole clip, ``render_frames`` encodes once and splats + decodes T frames in
 batches, with the signature of ``splatting.render_frames``. Input sizes: any H, W (padded
@@ -36,6 +45,15 @@ from tqdm.auto import tqdm
 from splatting import hole_mask, softsplat
 
 DEFAULT_BATCH_SIZE = 16
+GATE_INIT_BIAS = -6.0  # initial gate logit: sigmoid(-6) = 0.0025
+GATE_MOTION_SCALE = 16.0  # px: the gate sees tanh(|flow| / 16), ~linear below 8 px
+# Named sizes (block_out_channels, grid_columns): "small" is the shipped CPU renderer,
+# "reference" the paper's / softmax splatting's (3 levels of 32/64/96 channels, a 3x6
+# GridNet); their speeds are in docs/FRAME_SYNTHESIS.md ("Size options").
+MODEL_SIZES: dict[str, tuple[tuple[int, ...], int]] = {
+    "small": ((16, 24, 32), 2),
+    "reference": ((32, 64, 96), 6),
+}
 
 
 @dataclass
@@ -146,8 +164,11 @@ class GridNet(nn.Module):
         )
         self.tail = nn.Sequential(nn.PReLU(channels[0]), _conv(channels[0], out_channels))
 
-    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
-        """``inputs[r]``: ``(N, in_channels[r], H / 2**r, W / 2**r)`` -> ``(N, out, H, W)``."""
+    def forward(
+        self, inputs: list[torch.Tensor], return_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``inputs[r]``: ``(N, in_channels[r], H / 2**r, W / 2**r)`` -> ``(N, out, H, W)``
+        (and row 0's last features ``(N, channels[0], H, W)`` with ``return_features``)."""
         rows, half = self.rows, self.columns // 2
         state = [head(x) for head, x in zip(self.heads, inputs, strict=True)]
         for col in range(self.columns):
@@ -159,7 +180,8 @@ class GridNet(nn.Module):
             else:  # up-sampling column: bottom to top
                 for r in reversed(range(rows - 1)):
                     state[r] = state[r] + self.up[f"{col}_{r}"](state[r + 1])
-        return self.tail(state[0])
+        out = self.tail(state[0])
+        return (out, state[0]) if return_features else out
 
 
 # ----------------------------------------------------------------------------- the model
@@ -177,6 +199,9 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
             ``softsplat`` baseline renderer).
         metric_bound: bound of Z (keeps exp(Z) ratios below e^(2 * bound)).
         learn_metric_scale: make alpha a trained parameter (else a constant).
+        fallback_gate: add the per-pixel gate towards the average-splatted photo (step 4
+            of the module docstring). False (the default, and what a config saved without
+            the key loads as) renders exactly as the renderers saved before it existed.
     """
 
     @register_to_config
@@ -187,6 +212,7 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
         metric_scale: float = 5.0,
         metric_bound: float = 20.0,
         learn_metric_scale: bool = True,
+        fallback_gate: bool = False,
     ):
         super().__init__()
         channels = list(block_out_channels)
@@ -219,6 +245,17 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
         last = self.decoder.tail[-1]
         nn.init.normal_(last.weight, std=1e-3)
         nn.init.zeros_(last.bias)
+        if fallback_gate:
+            # The gate's logit: a 1x1 convolution of the GridNet's last row-0 features plus
+            # a per-pixel linear term of three cues (hole mask, squashed |flow|,
+            # |decoded - average|). Kept this small on purpose: no hidden layer, no
+            # concatenation of the features, so the renderer's speed stays what it was.
+            self.gate = nn.Conv2d(channels[0], 1, 1)
+            self.gate_cues = nn.Parameter(torch.zeros(3))  # weights of the three cues
+            # Zero weights, bias -6: g = 0.0025 everywhere, the decoded frame almost unchanged
+            # (the gate opens only where training finds the fallback better).
+            nn.init.zeros_(self.gate.weight)
+            nn.init.constant_(self.gate.bias, GATE_INIT_BIAS)
 
     # -- the three stages --------------------------------------------------------------
 
@@ -258,9 +295,24 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
         flow, metric = self._check_flow(flow, metric, features.photo.shape[0], height, width)
         pad = self._padding(height, width)
         # Zero flow in the padding: padded sources stay in the padding and are cropped.
-        flow, metric = F.pad(flow, pad), F.pad(metric, pad)
+        n = flow.shape[0]
+        # One metric for the whole batch (render_frames expands the clip's): compute Z and its
+        # pooled levels once, not n times (the same numbers, ~1.5 ms less per 256x160 frame).
+        shared = n > 1 and metric.stride(0) == 0
+        flow, metric = F.pad(flow, pad), F.pad(metric[:1] if shared else metric, pad)
         bound = self.config.metric_bound
-        z = bound * torch.tanh(self.metric_alpha * metric / bound)  # (N, 1, Hp, Wp)
+        z = bound * torch.tanh(self.metric_alpha * metric / bound)  # (N or 1, 1, Hp, Wp)
+        fallback = None
+        if self.config.fallback_gate:
+            with torch.autocast(flow.device.type, enabled=False):
+                photo = features.photo.float()
+                avg, weight = softsplat(photo, flow.float(), None, "avg", return_weight=True)
+                avg = torch.where(hole_mask(weight), photo, avg)
+                # hypot, not vector_norm over dim 1: ~10x faster here on the CPU.
+                motion = torch.tanh(
+                    torch.hypot(flow[:, :1].float(), flow[:, 1:].float()) / GATE_MOTION_SCALE
+                )
+            fallback = torch.cat([avg, motion], dim=1).to(features.photo.dtype)
         splatted = []
         for level, feats in enumerate(features.levels):
             if level:  # flow in this level's pixels: resized and divided by the scale
@@ -269,25 +321,49 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
             # bf16 position has 8 mantissa bits, ~1 px of error at 256 px.
             with torch.autocast(feats.device.type, enabled=False):
                 out, weight = softsplat(
-                    feats.float(), flow.float(), z.float(), "soft", return_weight=True
+                    feats.float(),
+                    flow.float(),
+                    z.float().expand(n, -1, -1, -1),
+                    "soft",
+                    return_weight=True,
                 )
             out = out.to(feats.dtype)
             splatted.append(torch.cat([out, hole_mask(weight).to(out.dtype)], dim=1))
-        return splatted
+        return splatted if fallback is None else [*splatted, fallback]
 
     def decode(
         self, features: FrameSynthesisFeatures, splatted: list[torch.Tensor]
     ) -> torch.Tensor:
-        """GridNet over the splatted pyramid -> ``(N, 3, H, W)`` frame in [0, 1]."""
+        """GridNet over the splatted pyramid (from ``splat``) -> ``(N, 3, H, W)`` frame in [0, 1]."""
+        return self.decode_with_gate(features, splatted)[0]
+
+    def decode_with_gate(
+        self, features: FrameSynthesisFeatures, splatted: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``decode``, also returning the fallback gate ``(N, 1, H, W)`` in (0, 1) (None
+        without ``fallback_gate``); for losses on the gate and for inspection."""
+        gated = self.config.fallback_gate
+        fallback = splatted[-1] if gated else None
+        splatted = splatted[: self.num_levels]
         level0 = splatted[0]
         holes = level0[:, -1:] > 0.5
         base = torch.where(holes, features.photo, level0[:, :3])  # splatted photo, holes filled
         # channels_last: the convolutions (oneDNN on CPU, cuDNN) run ~3x faster than NCHW
         # on a CPU here (docs/FRAME_SYNTHESIS.md); the arithmetic is the same.
         inputs = [s.contiguous(memory_format=torch.channels_last) for s in splatted]
-        frame = (base + self.decoder(inputs)).clamp(0.0, 1.0)
         height, width = features.size
-        return frame[..., :height, :width]
+        if not gated:
+            frame = (base + self.decoder(inputs)).clamp(0.0, 1.0)
+            return frame[..., :height, :width], None
+        residual, last = self.decoder(inputs, return_features=True)
+        frame = (base + residual).clamp(0.0, 1.0)
+        average = fallback[:, :3]
+        disagreement = (frame - average).abs().mean(dim=1, keepdim=True)
+        w = self.gate_cues
+        logit = self.gate(last) + w[0] * level0[:, -1:] + w[1] * fallback[:, 3:]
+        gate = torch.sigmoid(logit + w[2] * disagreement)
+        frame = frame + gate * (average - frame)  # (1 - g) * decoded + g * average
+        return frame[..., :height, :width], gate[..., :height, :width]
 
     def forward(
         self, image: torch.Tensor, flow: torch.Tensor, metric: torch.Tensor | None = None
@@ -406,6 +482,23 @@ class FrameSynthesisModel(ModelMixin, ConfigMixin):
         if not torch.isfinite(metric).all():
             raise ValueError("FrameSynthesisModel: metric contains NaN or inf")
         return flow.to(self.dtype), metric.to(self.dtype)
+
+
+def with_fallback_gate(model: FrameSynthesisModel) -> FrameSynthesisModel:
+    """A copy of ``model`` with the fallback gate added (``fallback_gate=True``).
+
+    Every existing weight is copied; the gate's are the fresh initialisation (zero last
+    layer, bias -6: g = 0.0025, so the copy renders within ~0.25% of the decoded-minus-
+    average difference of ``model``). A model that has a gate is returned as is.
+    """
+    if model.config.fallback_gate:
+        return model
+    config = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    gated = FrameSynthesisModel(**{**config, "fallback_gate": True})
+    missing, unexpected = gated.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not key.startswith(("gate.", "gate_cues")) for key in missing):
+        raise RuntimeError(f"with_fallback_gate: unexpected {unexpected}, missing {missing}")
+    return gated.to(model.device)
 
 
 def _shape(value: object) -> str:

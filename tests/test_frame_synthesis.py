@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -10,7 +12,8 @@ import torch
 import data.frame_pairs as frame_pairs
 from data.frame_pairs import FramePairDataset
 from data.video import write_mp4
-from models.frame_synthesis import FrameSynthesisModel
+from models.frame_synthesis import MODEL_SIZES, FrameSynthesisModel, with_fallback_gate
+from splatting import render_frames
 
 TINY = {"block_out_channels": (4, 6, 8), "grid_columns": 2}
 
@@ -232,3 +235,132 @@ def test_perceptual_loss_is_zero_for_equal_images_and_has_gradients():
     value.backward()
     assert value.item() > 0 and image.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in loss.parameters())
+
+
+# ----------------------------------------------------------------------------- fallback gate
+
+
+def _trained_like(seed: int = 0) -> FrameSynthesisModel:
+    """A tiny model whose decoder adds a real residual (as a trained one does)."""
+    model = tiny_model(seed)
+    torch.manual_seed(seed + 1)
+    torch.nn.init.normal_(model.decoder.tail[-1].weight, std=0.3)
+    return model
+
+
+def test_fallback_gate_starts_almost_closed_on_a_trained_renderer():
+    model = _trained_like()
+    gated = with_fallback_gate(model).eval()
+    assert gated.config.fallback_gate and not model.config.fallback_gate
+    assert with_fallback_gate(gated) is gated
+    image, flow = torch.rand(2, 3, 32, 48), smooth_flow(2, 32, 48, amplitude=4.0)
+    with torch.no_grad():
+        before = model(image, flow)
+        features = gated.encode(image)
+        after, gate = gated.decode_with_gate(features, gated.splat(features, flow))
+    assert (before - model(image, torch.zeros_like(flow))).abs().max() > 0.05  # a real residual
+    # g = sigmoid(-6) everywhere: the frame moves 0.25 % of the way to average splatting.
+    torch.testing.assert_close(gate, torch.full_like(gate, torch.sigmoid(torch.tensor(-6.0))))
+    assert (after - before).abs().max() <= 0.0025 + 1e-6
+
+
+def test_an_open_gate_renders_average_splatting():
+    gated = with_fallback_gate(_trained_like()).eval()
+    torch.nn.init.constant_(gated.gate.bias, 40.0)  # g = 1
+    rng = np.random.default_rng(0)
+    photo = (rng.random((24, 40, 3)) * 255).astype(np.uint8)
+    disp = (smooth_flow(3, 24, 40, amplitude=6.0).permute(0, 2, 3, 1)).numpy()
+    ours = gated.render_frames(photo, disp).astype(int)
+    baseline = render_frames(photo, disp, "average").astype(int)
+    assert np.abs(ours - baseline).max() <= 1  # rounding only
+
+
+def test_fallback_gate_learns_and_round_trips(tmp_path):
+    gated = with_fallback_gate(_trained_like()).train()
+    image, flow = torch.rand(2, 3, 32, 48), smooth_flow(2, 32, 48)
+    torch.nn.functional.l1_loss(gated(image, flow), torch.rand(2, 3, 32, 48)).backward()
+    assert gated.gate.weight.grad.abs().sum() > 0 and gated.gate.bias.grad.abs() > 0
+    gated.eval().save_pretrained(tmp_path)
+    loaded = FrameSynthesisModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.fallback_gate
+    with torch.no_grad():
+        assert torch.equal(gated(image, flow), loaded(image, flow))
+
+
+def test_a_config_saved_before_the_gate_loads_without_it(tmp_path):
+    model = _trained_like().eval()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["fallback_gate"]  # as the shipped renderer's config.json
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = FrameSynthesisModel.from_pretrained(tmp_path).eval()
+    assert not loaded.config.fallback_gate and not hasattr(loaded, "gate")
+    image, flow = torch.rand(1, 3, 32, 48), smooth_flow(1, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(model(image, flow), loaded(image, flow))
+
+
+def test_model_sizes():
+    assert MODEL_SIZES["reference"] == ((32, 64, 96), 6)
+    channels, columns = MODEL_SIZES["reference"]
+    model = FrameSynthesisModel(block_out_channels=channels, grid_columns=columns)
+    assert len(model.decoder.lateral) == 5 * 3  # a 3 x 6 GridNet: 5 lateral columns of 3 rows
+
+
+# ----------------------------------------------------------------------------- large motion data
+
+
+def test_long_gaps_and_both_directions(tmp_path):
+    rng = np.random.default_rng(1)
+    base = cv2.GaussianBlur((rng.random((40, 60, 3)) * 255).astype(np.uint8), (0, 0), 1.5)
+    frames = np.stack([np.roll(base, s, axis=1) for s in range(8)])  # one shot, 1 px/frame
+    (tmp_path / "videos").mkdir()
+    write_mp4(frames, tmp_path / "videos" / "pan.mp4", fps=10, quality=10)
+    groups = frame_pairs.video_groups(
+        tmp_path / "videos", (48, 32), max_gap=2, window_stride=3, long_gaps=(5, 7),
+        both_directions=True,
+    )  # fmt: skip
+    by_name = {g.name: g for g in groups}
+    # Forwards from frames 0, 3, 6: gaps 1, 2 (+5 and +7 while in the shot); backwards the same.
+    assert [len(by_name[f"pan.mp4@{s}"].targets) for s in (0, 3, 6)] == [4, 2, 1]
+    assert [len(by_name[f"pan.mp4@7r+{s}"].targets) for s in (0, 3, 6)] == [4, 2, 1]
+    # The flow measures the real motion: +7 px from frame 0 to 7, -7 px from frame 7 to 0.
+    forward, backward = by_name["pan.mp4@0"].flows[-1], by_name["pan.mp4@7r+0"].flows[-1]
+    scale = 48 / 60  # the 60 px wide frames are resized to 48
+    assert np.median(forward[..., 0]) == pytest.approx(7 * scale, abs=0.5)
+    assert np.median(backward[..., 0]) == pytest.approx(-7 * scale, abs=0.5)
+
+
+def test_layered_composition_is_exact_and_spans_small_to_large_motion():
+    rng = np.random.default_rng(3)
+    smooth = [
+        cv2.GaussianBlur((rng.random((96, 128, 3)) * 255).astype(np.uint8), (0, 0), 3.0)
+        for _ in range(2)
+    ]
+    magnitudes = []
+    for seed in range(6):
+        frame0, targets, flows = frame_pairs.layered_composition(
+            smooth[0], smooth[1], 30.0, np.random.default_rng(seed)
+        )
+        assert targets.shape == (4, 96, 128, 3) and flows.shape == (4, 96, 128, 2)
+        np.testing.assert_allclose(
+            flows[0], flows[-1] * frame_pairs.LAYERED_FRACTIONS[0], atol=1e-4
+        )
+        magnitudes.append(np.abs(flows).max())
+        # Frame 0's pixel p is found at p + flow(p) in the target wherever it stays visible
+        # (most pixels: the blob covers at most ~35 %, so the median pixel is visible).
+        qx, qy = np.meshgrid(np.arange(128, dtype=np.float32), np.arange(96, dtype=np.float32))
+        for target, flow in zip(targets, flows, strict=True):
+            found = cv2.remap(target.astype(np.float32), qx + flow[..., 0], qy + flow[..., 1],
+                              cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
+            assert np.median(np.abs(found - frame0).mean(-1)) < 2.0
+    assert min(magnitudes) < 3.0 and max(magnitudes) > 10.0
+
+
+def test_dataset_with_layered_photos(tmp_path):
+    _write_photos(tmp_path / "photos", n=2, size=(64, 48))
+    ds = FramePairDataset(layered=tmp_path / "photos", resolution=32, size=(64, 48),
+                          layered_per_photo=3)  # fmt: skip
+    assert len(ds) == 6
+    item = ds[0]
+    assert item["image"].shape == (3, 32, 32) and item["flow"].shape == (2, 32, 32)

@@ -214,3 +214,39 @@ def test_a_bf16_step_splats_in_float32(photos, tmp_path):
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     assert (out / "config.json").is_file()
+
+
+def test_fine_tune_with_a_new_fallback_gate_on_large_motion_data(photos, tmp_path):
+    """--fallback_gate on a model without one: its weights are kept, a gate is added and
+    trained; --layered and the video flags reach the dataset."""
+    train.main(tiny_args(photos, tmp_path / "first", 1))
+    first = FrameSynthesisModel.from_pretrained(tmp_path / "first")
+    args = tiny_args(photos, tmp_path / "gated", 2, "--fallback_gate", "--layered", str(photos))
+    args += ["--layered_per_photo", "2", "--pretrained_model_name_or_path", str(tmp_path / "first")]
+    train.main(args)
+    gated = FrameSynthesisModel.from_pretrained(tmp_path / "gated")
+    assert gated.config.fallback_gate and not first.config.fallback_gate
+    assert tuple(gated.config.block_out_channels) == (4, 6, 8)
+    assert any(name.startswith("gate.") for name, _ in gated.named_parameters())
+
+
+def test_size_and_data_flags():
+    args = train.parse_args(["--photos", "p", "--model_size", "reference", "--long_gaps", "16,24"])
+    assert args.block_out_channels == (32, 64, 96) and args.grid_columns == 6
+    assert args.long_gaps == (16, 24)
+    args = train.parse_args(["--layered", "p"])  # layered photos alone are a data source
+    assert args.block_out_channels == (16, 24, 32) and args.grid_columns == 2  # the small default
+    for bad in (["--long_gaps", "x"], ["--long_gaps", "0"], ["--model_size", "huge"]):
+        with pytest.raises(SystemExit):
+            train.parse_args(["--photos", "p", *bad])
+
+
+def test_the_gate_trains_at_its_own_learning_rate():
+    args = train.parse_args(["--photos", "p", "--learning_rate", "1e-4", "--gate_lr_scale", "100"])
+    plain = FrameSynthesisModel(block_out_channels=(4, 6, 8), grid_columns=2)
+    assert len(train.parameter_groups(plain, args)) == 1
+    gated = FrameSynthesisModel(block_out_channels=(4, 6, 8), grid_columns=2, fallback_gate=True)
+    rest, gate = train.parameter_groups(gated, args)
+    assert gate["lr"] == pytest.approx(1e-2) and "lr" not in rest
+    assert len(gate["params"]) == 3  # gate.weight, gate.bias, gate_cues
+    assert len(rest["params"]) + 3 == len(list(gated.parameters()))
