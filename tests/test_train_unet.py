@@ -348,3 +348,78 @@ def test_sigkill_during_a_save_with_limit_1_keeps_the_previous_checkpoint(prepar
     assert resumed.returncode == 0, log
     assert "(step 1)" in log and checkpoint_steps(out) == [2]
     assert not (out / ".partial-checkpoint-2").exists()
+
+
+def test_mask_conditioning_from_a_model_without_it(prepared, tmp_path):
+    """--mask_conditioning on a --pretrained_unet without masks: the mask channels are added,
+    trained (away from their zero start) and saved; validation also runs with masks."""
+    plain = tmp_path / "plain"
+    train(prepared, plain, "--stage", "1", "--max_train_steps", "1", "--checkpointing_steps", "5")
+    masked = tmp_path / "masked"
+    train(prepared, masked, "--stage", "1", "--pretrained_unet", str(plain), "--mask_conditioning",
+          "--mask_probability", "1", "--conditioning_dropout_prob", "0", "--max_train_steps", "2",
+          "--checkpointing_steps", "2", "--validation_steps", "2")  # fmt: skip
+    unet = MotionUNet.from_pretrained(masked / "unet")
+    assert unet.config.mask_conditioning
+    assert unet.image_encoder.layers[0].weight[:, 3:].abs().sum() > 0  # trained from zero
+    (record,) = [
+        json.loads(line) for line in (masked / "validation.jsonl").read_text().splitlines()
+    ]
+    assert np.isfinite(record["val_loss"]) and np.isfinite(record["val_loss_masked"])
+    state = json.loads((masked / "checkpoint-2" / "training_state.json").read_text())
+    assert state["unet_config"]["mask_conditioning"] is True
+    # A mask-conditioned folder stays mask-conditioned without the flag.
+    again = tmp_path / "again"
+    train(prepared, again, "--stage", "1", "--pretrained_unet", str(masked), "--max_train_steps",
+          "1", "--checkpointing_steps", "5")  # fmt: skip
+    assert MotionUNet.from_pretrained(again / "unet").config.mask_conditioning
+
+
+def test_make_batch_masks_follow_probability_and_dropout(prepared):
+    """Own masks with --mask_probability, the null mask otherwise and wherever the photo is
+    dropped; flipped with the photo."""
+    from types import SimpleNamespace
+
+    from data.dataset import SpectralVolumeDataset
+    from models.motion_unet import NULL_MASK_VALUE
+
+    images, spectral, masks = train_unet.load_split(SpectralVolumeDataset(prepared, "train"))
+    assert masks.shape == (len(images), 1, CONFIG.height, CONFIG.width)
+    assert 0 <= masks.min() and masks.max() <= 1 and masks.max() > 0.5
+    codec = ResampleSpectralCodec(downsample_factor=8)
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler()
+    accelerator = SimpleNamespace(device=torch.device("cpu"), process_index=0, num_processes=1)
+    given = dropped = 0
+    for step in range(20):
+        args = SimpleNamespace(seed=0, train_batch_size=2, random_flip=True, stage=1,
+                               conditioning_dropout_prob=0.3, mask_conditioning=True,
+                               mask_probability=0.5)  # fmt: skip
+        *_, image, _, _, mask = train_unet.make_batch(
+            args, step, images, spectral, codec, scheduler, torch.Generator(), accelerator, masks
+        )
+        for i in range(2):
+            if (mask[i] == NULL_MASK_VALUE).all():
+                dropped += 1
+            else:
+                given += 1
+                assert image[i].abs().sum() > 0  # a mask is never given without the photo
+                assert 0 <= mask[i].min() and mask[i].max() <= 1
+        args.mask_conditioning = False
+        assert (
+            train_unet.make_batch(
+                args,
+                step,
+                images,
+                spectral,
+                codec,
+                scheduler,
+                torch.Generator(),
+                accelerator,
+                masks,
+            )[-1]
+            is None
+        )
+    # P(given) = 0.5 * 0.7 = 0.35 of 40 items
+    assert 5 <= given <= 25 and given + dropped == 40
