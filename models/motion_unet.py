@@ -440,6 +440,8 @@ def add_frequency_attention(unet: MotionUNet) -> MotionUNet:
     if unet.config.frequency_attention:
         raise ValueError("the U-Net already has frequency attention")
     config = dict(unet.config)
+    # diffusers resets keys listed here to their defaults in from_config: drop the list
+    config.pop("_use_default_values", None)
     config["frequency_attention"] = True
     stage2 = MotionUNet.from_config(config)
     if unet.device != stage2.device or unet.dtype != stage2.dtype:
@@ -462,6 +464,8 @@ def add_mask_conditioning(unet: MotionUNet) -> MotionUNet:
     if unet.config.mask_conditioning:
         raise ValueError("the U-Net already has mask conditioning")
     config = dict(unet.config)
+    # diffusers resets keys listed here to their defaults in from_config: drop the list
+    config.pop("_use_default_values", None)
     config["mask_conditioning"] = True
     masked = MotionUNet.from_config(config)
     if unet.device != masked.device or unet.dtype != masked.dtype:

@@ -189,3 +189,102 @@ def test_other_sizes_and_errors():
         MotionUNet(block_out_channels=(16, 24), norm_num_groups=16, attention_head_dim=8)
     with pytest.raises(ValueError, match="power of 2"):
         MotionUNet(image_downsample_factor=6)
+
+
+# ------------------------------------------------------------------ mask conditioning
+
+
+def mask_inputs(batch: int = 2, h: int = 8, w: int = 12):
+    sample, image = inputs(batch, K, h, w)
+    mask = torch.zeros(batch, 1, 4 * h, 4 * w)
+    mask[..., : 2 * h, :] = 1.0  # top half may move
+    return sample, image, mask
+
+
+def test_old_configs_and_weights_load_unchanged(tmp_path):
+    """A folder saved before mask conditioning (no key in config.json) loads as before."""
+    import json
+
+    unet = tiny_unet().eval()
+    unet.save_pretrained(tmp_path / "old")
+    config_path = tmp_path / "old" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["mask_conditioning"]  # as written by the code of before issue 15
+    config_path.write_text(json.dumps(config))
+    loaded = MotionUNet.from_pretrained(tmp_path / "old").eval()
+    assert loaded.config.mask_conditioning is False
+    assert loaded.image_encoder.layers[0].in_channels == 3
+    sample, image = inputs()
+    with torch.no_grad():
+        assert torch.equal(unet(sample, 10, image).sample, loaded(sample, 10, image).sample)
+    with pytest.raises(ValueError, match="without mask conditioning"):
+        loaded(sample, 10, image, motion_mask=torch.ones(2, 1, 32, 48))
+
+
+def test_added_mask_channels_start_as_the_old_model(tmp_path):
+    from models.motion_unet import NULL_MASK_VALUE, add_mask_conditioning
+
+    unet = tiny_unet().eval()
+    perturb_frequency_attention(unet)
+    masked = add_mask_conditioning(unet).eval()
+    assert masked.config.mask_conditioning and not unet.config.mask_conditioning
+    sample, image, mask = mask_inputs()
+    with torch.no_grad():
+        reference = unet(sample, 10, image).sample
+        for given in (None, mask, torch.full_like(mask, NULL_MASK_VALUE)):
+            assert torch.allclose(masked(sample, 10, image, motion_mask=given).sample, reference)
+    # the same through from_pretrained(mask_conditioning=True)
+    unet.save_pretrained(tmp_path / "plain")
+    loaded = MotionUNet.from_pretrained(tmp_path / "plain", mask_conditioning=True).eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(sample, 10, image, motion_mask=mask).sample, reference)
+    with pytest.raises(ValueError, match="already has mask conditioning"):
+        add_mask_conditioning(masked)
+    masked.save_pretrained(tmp_path / "masked")
+    with pytest.raises(ValueError, match="mask-conditioned"):
+        MotionUNet.from_pretrained(tmp_path / "masked", mask_conditioning=False)
+
+
+def test_mask_null_and_black_are_three_different_conditions():
+    """Once trained (weights off zero), a given mask, no mask and an all-black mask differ;
+    None equals an explicit null mask; the null of one item does not affect the other."""
+    from models.motion_unet import NULL_MASK_VALUE
+
+    torch.manual_seed(0)
+    unet = MotionUNet(num_freqs=K, latent_channels=4, image_downsample_factor=4,
+                      image_embed_channels=8, block_out_channels=(16, 32), layers_per_block=1,
+                      norm_num_groups=8, attention_head_dim=8, mask_conditioning=True).eval()  # fmt: skip
+    assert unet.image_encoder.layers[0].in_channels == 5
+    sample, image, mask = mask_inputs()
+    null = torch.full_like(mask, NULL_MASK_VALUE)
+    with torch.no_grad():
+        given = unet(sample, 10, image, motion_mask=mask).sample
+        none = unet(sample, 10, image).sample
+        explicit_null = unet(sample, 10, image, motion_mask=null).sample
+        black = unet(sample, 10, image, motion_mask=torch.zeros_like(mask)).sample
+        mixed = unet(sample, 10, image, motion_mask=torch.cat([mask[:1], null[1:]])).sample
+    assert torch.equal(none, explicit_null)
+    assert not torch.allclose(given, none, atol=1e-5)
+    assert not torch.allclose(black, none, atol=1e-5)
+    assert torch.allclose(mixed[0], given[0], atol=1e-6)
+    assert torch.allclose(mixed[1], none[1], atol=1e-6)
+
+
+def test_bad_masks_are_refused():
+    torch.manual_seed(0)
+    unet = add_mask_conditioning_tiny()
+    sample, image, mask = mask_inputs()
+    with pytest.raises(ValueError, match=r"motion_mask must be \(2, 1, 32, 48\)"):
+        unet(sample, 10, image, motion_mask=mask[:, :, :16])
+    with pytest.raises(ValueError, match=r"motion_mask must be \(2, 1, 32, 48\)"):
+        unet(sample, 10, image, motion_mask=mask[:, 0])
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        unet(sample, 10, image, motion_mask=mask * 2)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        unet(sample, 10, image, motion_mask=mask * float("nan"))
+
+
+def add_mask_conditioning_tiny() -> MotionUNet:
+    from models.motion_unet import add_mask_conditioning
+
+    return add_mask_conditioning(tiny_unet()).eval()
