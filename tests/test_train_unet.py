@@ -423,3 +423,29 @@ def test_make_batch_masks_follow_probability_and_dropout(prepared):
         )
     # P(given) = 0.5 * 0.7 = 0.35 of 40 items
     assert 5 <= given <= 25 and given + dropped == 40
+
+
+def test_motion_energy_mask_marks_where_the_clip_moves():
+    """The training mask of a clip: where its own motion is, feathered; still clips: zeros."""
+    from data.dataset import motion_energy_mask
+    from data.spectral import displacement_to_spectral
+    from data.synthetic import synthesize_oscillation
+
+    spectral = np.zeros((4, 4, 48, 64), np.float32)
+    spectral[1, 0, :, :24] = 0.8  # bin 1, x: the left part oscillates (0.8 * 2 ** 0.5 px RMS)
+    mask = motion_energy_mask(spectral)
+    assert mask.shape == (48, 64) and mask.dtype == np.float32
+    assert mask[:, :20].min() == 1.0 and mask[:, 32:].max() == 0.0
+    assert 0 < mask[24, 26] < 1  # a feathered edge
+    spectral[0] = 5.0  # the DC bin is an offset, not motion: ignored
+    np.testing.assert_array_equal(motion_energy_mask(spectral), mask)
+    assert not motion_energy_mask(spectral * 0.01).any()  # 0.01 px: a still clip
+    with pytest.raises(ValueError, match=r"\(K, 4, H, W\)"):
+        motion_energy_mask(spectral[0])
+    # a synthetic clip: the energy mask covers the region the generator let move
+    photo = textured_photo(0)
+    clip = synthesize_oscillation(photo, CONFIG, seed=0, render=False)
+    truth = clip.motion_mask > 0.5
+    energy = motion_energy_mask(displacement_to_spectral(clip.displacement, CONFIG.num_freqs)) > 0.5
+    assert truth.mean() > 0.3  # the photo has a moving region (70 %) and a still one
+    assert (truth & energy).sum() / (truth | energy).sum() > 0.8  # IoU, measured 0.96
