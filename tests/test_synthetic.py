@@ -230,3 +230,31 @@ def test_region_cues_move_dry_grass_and_keep_the_sky_still():
     assert np.abs(legacy.displacement).max() < 0.5 * np.abs(clip.displacement).max()
     with pytest.raises(ValueError, match="unknown region cues 'nope'"):
         estimate_motion_regions(image, cues="nope")
+
+
+def test_make_default_data_leaves_out_the_held_out_photos(tmp_path):
+    """scripts/make_default_data.py: scikit-learn's china/flower and the examples' names are
+    never animated for training; a bad amplitude range is refused before any work."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+
+    root = Path(__file__).resolve().parents[1]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("garden.png", "china.jpg", "flower.jpg", "butterfly.jpg"):
+        cv2.imwrite(str(photos / name), green_and_blue(96, 128)[..., ::-1])
+    script = [sys.executable, str(root / "scripts" / "make_default_data.py"), "--photos",
+              str(photos), "--clips_per_photo", "1"]  # fmt: skip
+    bad = subprocess.run([*script, "--output_dir", str(tmp_path / "bad"), "--amplitude_range",
+                          "2", "1"], capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "--amplitude_range" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    done = subprocess.run([*script, "--output_dir", str(tmp_path / "out")], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert "1 photos x 1 clips" in done.stdout
+    clips = json.loads((tmp_path / "out" / "manifest.json").read_text())["clips"]
+    assert [c["video"] for c in clips] == ["0000_garden_0.mp4"]
+    assert 0.6 <= clips[0]["amplitude_px"] <= 3.0
