@@ -103,6 +103,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mask_conditioning", action="store_true",
                    help="the U-Net also takes a motion mask (added to a --pretrained_unet "
                         "without one, with zero weights)")  # fmt: skip
+    p.add_argument("--mask_augmentation", type=float, default=0.0,
+                   help="with --mask_conditioning: of the items given a mask, this share gets a "
+                        "random brush stroke inside it instead, and the motion outside the "
+                        "stroke is removed (the mask then decides where motion goes)")  # fmt: skip
     p.add_argument("--mask_probability", type=float, default=0.5,
                    help="with --mask_conditioning: give the item's own motion mask with this "
                         "probability, the null mask otherwise")  # fmt: skip
@@ -136,6 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--conditioning_dropout_prob must be in [0, 1]")
     if not 0 <= args.mask_probability <= 1:
         p.error("--mask_probability must be in [0, 1]")
+    if not 0 <= args.mask_augmentation <= 1:
+        p.error("--mask_augmentation must be in [0, 1]")
     return args
 
 
@@ -312,6 +318,39 @@ def flip_left_right(
     return image, spectral, torch.where(flip[:, None, None, None], mask.flip(-1), mask)
 
 
+def random_brush(batch: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """Random brush-like regions ``(B, 1, H, W)`` in [0, 1]: smooth blobs covering 30-70 %
+    of the frame, with a feathered edge (9x9 box blur at the training size)."""
+    height, width = size
+    coarse = torch.rand(batch, 1, 3, 5, generator=generator)
+    field = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    levels = torch.rand(batch, generator=generator) * 0.4 + 0.3
+    level = torch.quantile(field.flatten(1), levels, dim=1)  # (levels, items)
+    # each item at its own level: the diagonal of the table
+    level = level.diagonal()[:, None, None, None]
+    region = (field > level).float()
+    return F.avg_pool2d(region, 9, stride=1, padding=4, count_include_pad=False)
+
+
+def brush_augment(spectral: torch.Tensor, mask: torch.Tensor, augment: torch.Tensor,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Where ``augment`` (B,) is True: the mask becomes ``mask * brush`` for a random brush
+    stroke, and the motion is multiplied by the stroke (gone outside it), so that the mask,
+    not the photo, says where the motion is (the photo's cues would still say "foliage"
+    outside the stroke). Multiplying normalised volumes by a per-pixel factor is the same
+    as multiplying the motion in pixels (the normalisation is one scale per frequency).
+
+    Args:
+        spectral: ``(B, K', 4, H, W)``; mask: ``(B, 1, H, W)`` in [0, 1]; augment: ``(B,)``.
+
+    Returns:
+        ``(spectral, mask)``, changed only where ``augment``.
+    """
+    brush = random_brush(spectral.shape[0], tuple(spectral.shape[-2:]), generator)
+    gate = torch.where(augment[:, None, None, None], brush, torch.ones_like(brush))
+    return spectral * gate[:, None], mask * gate
+
+
 # ------------------------------------------------------------------------- the step
 
 
@@ -353,7 +392,11 @@ def make_batch(args, micro_step: int, train_images, train_spectral, codec, noise
     if use_masks:
         # Drawn only for mask models, so the draws of a model without masks are unchanged.
         give = torch.rand(batch, generator=generator) < args.mask_probability
-        keep = (give & ~drop)[:, None, None, None]  # CFG dropout drops photo and mask
+        keep = give & ~drop  # CFG dropout drops photo and mask
+        if getattr(args, "mask_augmentation", 0.0) > 0:  # drawn only then (same reason)
+            augment = keep & (torch.rand(batch, generator=generator) < args.mask_augmentation)
+            spectral, mask = brush_augment(spectral, mask, augment, generator)
+        keep = keep[:, None, None, None]
         mask = torch.where(keep, mask, torch.full_like(mask, NULL_MASK_VALUE))
     timesteps = torch.randint(
         0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator

@@ -59,7 +59,8 @@ python prepare_data.py --videos "$OUT/videos_v2" --output_dir "$OUT/prepared_v2"
 #     10 scikit-image photos, tree.avi's and bikes.mp4's first frames; the examples and
 #     scikit-learn's china/flower are held out), 14 copies each; then stage 2 goes on from
 #     2c with mask conditioning (the mask channels start at zero weights; each clip's own
-#     motion mask is given half of the time). docs/MODEL_CARD.md says where this run stands.
+#     motion mask is given half of the time, half of those cut by a random brush stroke).
+#     docs/MODEL_CARD.md says where this run stands.
 MOTION_UNET="$OUT/unet_stage2"
 if [ "${ROUND3:-0}" = 1 ]; then
     python scripts/make_default_data.py --photos "$DATA/photos/permissive" \
@@ -70,7 +71,8 @@ if [ "${ROUND3:-0}" = 1 ]; then
         --num_workers 1 --val_fraction 0.05 --min_distinct_fraction 0 --no_progress
     [ -d "$OUT/unet_mask/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared_v3" \
         --codec resample:8 --output_dir "$OUT/unet_mask" --stage 2 --pretrained_unet "$OUT/unet_stage2" \
-        --mask_conditioning --mask_probability 0.5 --train_batch_size 2 --learning_rate 1e-4 \
+        --mask_conditioning --mask_probability 0.5 --mask_augmentation 0.5 \
+        --train_batch_size 2 --learning_rate 1e-4 \
         --lr_warmup_steps 20 --max_train_steps 3000 --random_flip --use_ema --ema_decay 0.995 \
         --checkpointing_steps 100 --checkpoints_total_limit 2 --validation_steps 200 --seed 0 \
         --resume_from_checkpoint latest

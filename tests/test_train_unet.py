@@ -449,3 +449,39 @@ def test_motion_energy_mask_marks_where_the_clip_moves():
     energy = motion_energy_mask(displacement_to_spectral(clip.displacement, CONFIG.num_freqs)) > 0.5
     assert truth.mean() > 0.3  # the photo has a moving region (70 %) and a still one
     assert (truth & energy).sum() / (truth | energy).sum() > 0.8  # IoU, measured 0.96
+
+
+def test_brush_augmentation_makes_the_mask_decide_where_motion_is():
+    """--mask_augmentation: a random stroke inside the own mask; the motion outside it goes."""
+    generator = torch.Generator().manual_seed(0)
+    brush = train_unet.random_brush(6, (48, 64), generator)
+    assert brush.shape == (6, 1, 48, 64) and brush.min() == 0 and brush.max() == 1
+    covered = (brush > 0.5).float().mean(dim=(1, 2, 3))
+    assert covered.min() > 0.2 and covered.max() < 0.8  # 30-70 % drawn, feathered edge
+    spectral = torch.randn(2, 4, 4, 48, 64)
+    mask = torch.ones(2, 1, 48, 64)
+    augment = torch.tensor([True, False])
+    out, out_mask = train_unet.brush_augment(spectral, mask, augment, generator)
+    assert torch.equal(out[1], spectral[1]) and torch.equal(out_mask[1], mask[1])  # untouched
+    assert (out_mask[0] < 1).any() and (out_mask[0] > 0.99).any()
+    outside = out_mask[0, 0] == 0
+    assert outside.any() and (out[0][:, :, outside] == 0).all()  # no motion outside
+    # through make_batch: only drawn when asked, so runs without it are unchanged
+    from types import SimpleNamespace
+
+    from diffusers import DDPMScheduler
+
+    images, volumes = torch.zeros(4, 3, 48, 64), torch.randn(4, 4, 4, 48, 64).half()
+    masks = torch.ones(4, 1, 48, 64)
+    accelerator = SimpleNamespace(device=torch.device("cpu"), process_index=0, num_processes=1)
+    codec, scheduler = ResampleSpectralCodec(downsample_factor=8), DDPMScheduler()
+
+    def batch(augmentation: float):
+        args = SimpleNamespace(seed=0, train_batch_size=4, random_flip=False, stage=2,
+                               conditioning_dropout_prob=0.0, mask_conditioning=True,
+                               mask_probability=1.0, mask_augmentation=augmentation)  # fmt: skip
+        return train_unet.make_batch(args, 0, images, volumes, codec, scheduler,
+                                     torch.Generator(), accelerator, masks)  # fmt: skip
+
+    assert (batch(0.0)[-1] == 1).all()
+    assert (batch(1.0)[-1] < 1).any()
