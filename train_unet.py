@@ -7,6 +7,13 @@
     accelerate launch train_unet.py --train_data_dir prepared/ --codec outputs/vae/vae \\
         --output_dir outputs/unet-stage2 --stage 2 --pretrained_unet outputs/unet-stage1
 
+``--mask_conditioning`` trains a U-Net that also takes a "may move" mask (issue 15): each
+training item gets the mask of its own motion (``data.dataset.motion_energy_mask``) with
+probability ``--mask_probability`` and the null mask ("no mask given") otherwise, so one
+model serves both; classifier-free guidance's condition dropout drops photo and mask
+together. With ``--pretrained_unet`` of a model without it, the mask channels are added
+with zero weights (the model starts out computing what it computed before).
+
 ``--codec`` is a folder written by train_vae.py (``<out>/vae``) or by ``save_spectral_codec``,
 or ``resample:F`` for the parameter-free ``ResampleSpectralCodec`` (area-average down by F,
 bicubic up) with the data's normalisation. Laid out like diffusers' train_text_to_image.py:
@@ -19,8 +26,8 @@ is a ``MotionPipeline`` that ``sample.py --model <output_dir>`` loads. The skele
 checkpoint rules are those of every training script (models/training_utils.py);
 docs/MOTION_UNET.md has the recipe.
 
-Every random draw of a step (which clips, which frequency slice, flips, condition dropout,
-timesteps, noise) comes from a generator seeded by (seed, step, process), so a resumed run
+Every random draw of a step (which clips, which frequency slice, flips, mask or no mask,
+condition dropout, timesteps, noise) comes from a generator seeded by (seed, step, process), so a resumed run
 continues exactly as the uninterrupted run would have.
 """
 
@@ -44,7 +51,7 @@ from tqdm.auto import tqdm
 from data.config import MotionConfig
 from data.dataset import SpectralVolumeDataset
 from data.spectral import FrequencyNormalizer
-from models.motion_unet import MotionUNet
+from models.motion_unet import NULL_MASK_VALUE, MotionUNet
 from models.spectral_codec import (
     ResampleSpectralCodec,
     codec_downsample_factor,
@@ -93,13 +100,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--layers_per_block", type=int, default=2)
     p.add_argument("--norm_num_groups", type=int, default=32)
     p.add_argument("--attention_head_dim", type=int, default=32)
+    p.add_argument("--mask_conditioning", action="store_true",
+                   help="the U-Net also takes a motion mask (added to a --pretrained_unet "
+                        "without one, with zero weights)")  # fmt: skip
+    p.add_argument("--mask_augmentation", type=float, default=0.0,
+                   help="with --mask_conditioning: of the items given a mask, this share gets a "
+                        "random brush stroke inside it instead, and the motion outside the "
+                        "stroke is removed (the mask then decides where motion goes)")  # fmt: skip
+    p.add_argument("--mask_probability", type=float, default=0.5,
+                   help="with --mask_conditioning: give the item's own motion mask with this "
+                        "probability, the null mask otherwise")  # fmt: skip
     # diffusion
     p.add_argument("--prediction_type", choices=["epsilon", "v_prediction"], default="epsilon")
     p.add_argument("--beta_schedule", choices=["scaled_linear", "linear"], default="scaled_linear")
     p.add_argument("--num_train_timesteps", type=int, default=1000)
     p.add_argument("--snr_gamma", type=float, default=None, help="min-SNR loss weighting (5.0)")
     p.add_argument("--conditioning_dropout_prob", type=float, default=0.1,
-                   help="replace the photo by zeros with this probability (for CFG)")  # fmt: skip
+                   help="replace the photo by zeros (and the mask by the null mask) with this "
+                        "probability (for CFG)")  # fmt: skip
     # data
     p.add_argument("--random_flip", action="store_true", help="mirror photo and motion left-right")
     p.add_argument("--codec_scaling_samples", type=int, default=32,
@@ -120,6 +138,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     check_training_args(p, args)
     if not 0 <= args.conditioning_dropout_prob <= 1:
         p.error("--conditioning_dropout_prob must be in [0, 1]")
+    if not 0 <= args.mask_probability <= 1:
+        p.error("--mask_probability must be in [0, 1]")
+    if not 0 <= args.mask_augmentation <= 1:
+        p.error("--mask_augmentation must be in [0, 1]")
     return args
 
 
@@ -185,12 +207,18 @@ def build_unet(args, data_config: MotionConfig, codec) -> MotionUNet:
                 norm_num_groups=args.norm_num_groups,
                 attention_head_dim=args.attention_head_dim,
                 frequency_attention=args.stage == 2,
+                mask_conditioning=args.mask_conditioning,
             )
         except ValueError as error:
             raise SystemExit(f"error: model flags: {error}") from None
     folder = resolve_unet_folder(args.pretrained_unet)
     try:
-        unet = MotionUNet.from_pretrained(folder, frequency_attention=args.stage == 2)
+        unet = MotionUNet.from_pretrained(
+            folder,
+            frequency_attention=args.stage == 2,
+            # a mask-conditioned folder stays so; --mask_conditioning adds it to one without
+            mask_conditioning=True if args.mask_conditioning else None,
+        )
     except ValueError as error:
         raise SystemExit(f"error: --pretrained_unet: {error}") from None
     expected = {
@@ -245,56 +273,115 @@ def batch_indices(
     return order[start : start + batch_size].tolist()
 
 
-def load_split(dataset: SpectralVolumeDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """A whole split in memory: photos ``(N, 3, H, W)`` float32 in [-1, 1] and normalised
+def load_split(
+    dataset: SpectralVolumeDataset,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A whole split in memory: photos ``(N, 3, H, W)`` float32 in [-1, 1], normalised
     spectral volumes ``(N, K, 4, H, W)`` stored as float16 (half the memory; the values are
-    O(1), so float16's 1e-3 relative precision is far below the diffusion noise).
+    O(1), so float16's 1e-3 relative precision is far below the diffusion noise) and the
+    clips' own motion masks ``(N, 1, H, W)`` float32 in [0, 1].
 
     Normalising once here instead of per step keeps stage 1, which uses one slice of each
     volume, from spending its time on the other K - 1.
     """
-    images, spectral = [], []
+    images, spectral, masks = [], [], []
     for index in range(len(dataset)):
         item = dataset[index]
         images.append(item["image"])
         spectral.append(item["spectral"].half())
-    return torch.stack(images), torch.stack(spectral)
+        masks.append(item["motion_mask"])
+    return torch.stack(images), torch.stack(spectral), torch.stack(masks)
 
 
-def flip_left_right(image: torch.Tensor, spectral: torch.Tensor, flip: torch.Tensor):
-    """Mirror the items where ``flip`` (B,) is True: photo and motion; x motion changes sign.
+def flip_left_right(
+    image: torch.Tensor,
+    spectral: torch.Tensor,
+    flip: torch.Tensor,
+    mask: torch.Tensor | None = None,
+):
+    """Mirror the items where ``flip`` (B,) is True: photo, motion (x motion changes sign)
+    and mask.
 
     Args:
-        image: ``(B, 3, H, W)``; spectral: ``(B, K, 4, H, W)`` (channels re_x, im_x, re_y, im_y).
+        image: ``(B, 3, H, W)``; spectral: ``(B, K, 4, H, W)`` (channels re_x, im_x, re_y, im_y);
+        mask: ``(B, 1, H, W)`` or None.
+
+    Returns:
+        ``(image, spectral)``, or ``(image, spectral, mask)`` when a mask is given.
     """
     sign = spectral.new_tensor([-1.0, -1.0, 1.0, 1.0])[:, None, None]
     flipped_spectral = spectral.flip(-1) * sign
     spectral = torch.where(flip[:, None, None, None, None], flipped_spectral, spectral)
     image = torch.where(flip[:, None, None, None], image.flip(-1), image)
-    return image, spectral
+    if mask is None:
+        return image, spectral
+    return image, spectral, torch.where(flip[:, None, None, None], mask.flip(-1), mask)
+
+
+def random_brush(batch: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """Random brush-like regions ``(B, 1, H, W)`` in [0, 1]: smooth blobs covering 30-70 %
+    of the frame, with a feathered edge (9x9 box blur at the training size)."""
+    height, width = size
+    coarse = torch.rand(batch, 1, 3, 5, generator=generator)
+    field = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    levels = torch.rand(batch, generator=generator) * 0.4 + 0.3
+    level = torch.quantile(field.flatten(1), levels, dim=1)  # (levels, items)
+    # each item at its own level: the diagonal of the table
+    level = level.diagonal()[:, None, None, None]
+    region = (field > level).float()
+    return F.avg_pool2d(region, 9, stride=1, padding=4, count_include_pad=False)
+
+
+def brush_augment(spectral: torch.Tensor, mask: torch.Tensor, augment: torch.Tensor,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Where ``augment`` (B,) is True: the mask becomes ``mask * brush`` for a random brush
+    stroke, and the motion is multiplied by the stroke (gone outside it), so that the mask,
+    not the photo, says where the motion is (the photo's cues would still say "foliage"
+    outside the stroke). Multiplying normalised volumes by a per-pixel factor is the same
+    as multiplying the motion in pixels (the normalisation is one scale per frequency).
+
+    Args:
+        spectral: ``(B, K', 4, H, W)``; mask: ``(B, 1, H, W)`` in [0, 1]; augment: ``(B,)``.
+
+    Returns:
+        ``(spectral, mask)``, changed only where ``augment``.
+    """
+    brush = random_brush(spectral.shape[0], tuple(spectral.shape[-2:]), generator)
+    gate = torch.where(augment[:, None, None, None], brush, torch.ones_like(brush))
+    return spectral * gate[:, None], mask * gate
 
 
 # ------------------------------------------------------------------------- the step
 
 
 def make_batch(args, micro_step: int, train_images, train_spectral, codec, noise_scheduler,
-               generator: torch.Generator, accelerator):  # fmt: skip
-    """The noisy latents, timesteps, photos, frequency indices and targets of one micro-step.
+               generator: torch.Generator, accelerator, train_masks=None):  # fmt: skip
+    """The noisy latents, timesteps, photos, frequency indices, targets and motion masks of
+    one micro-step.
 
-    Every random draw (which clips, flips, frequency slice, condition dropout, timesteps,
-    noise) comes from ``generator`` seeded by (seed, micro-step, process): a resumed run
-    draws exactly what the uninterrupted run would have.
+    Every random draw (which clips, flips, frequency slice, mask or null mask, condition
+    dropout, timesteps, noise) comes from ``generator`` seeded by (seed, micro-step,
+    process): a resumed run draws exactly what the uninterrupted run would have.
+
+    Returns:
+        ``(noisy, timesteps, image, frequency_index, target, motion_mask)``; ``motion_mask``
+        ``(B, 1, H, W)`` (the item's own mask, or ``NULL_MASK_VALUE`` where none is given)
+        when ``args.mask_conditioning`` and ``train_masks`` are given, else None.
     """
     generator.manual_seed(args.seed * 1_000_003 + micro_step * 101 + accelerator.process_index)
     indices = batch_indices(micro_step, len(train_images), args.train_batch_size,
                             accelerator.num_processes, accelerator.process_index, args.seed)  # fmt: skip
     image = train_images[indices]  # (B, 3, H, W)
     spectral = train_spectral[indices].float()  # (B, K, 4, H, W)
+    use_masks = getattr(args, "mask_conditioning", False) and train_masks is not None
+    mask = train_masks[indices] if use_masks else None  # (B, 1, H, W)
     batch, num_freqs = spectral.shape[:2]
     if args.random_flip:
-        image, spectral = flip_left_right(
-            image, spectral, torch.rand(batch, generator=generator) < 0.5
+        flipped = flip_left_right(
+            image, spectral, torch.rand(batch, generator=generator) < 0.5, mask
         )
+        image, spectral = flipped[:2]
+        mask = flipped[2] if use_masks else None
     if args.stage == 1:  # one random frequency slice per volume
         frequency_index = torch.randint(0, num_freqs, (batch, 1), generator=generator)
         spectral = spectral[torch.arange(batch)[:, None], frequency_index]
@@ -302,6 +389,15 @@ def make_batch(args, micro_step: int, train_images, train_spectral, codec, noise
         frequency_index = torch.arange(num_freqs).expand(batch, num_freqs)
     drop = torch.rand(batch, generator=generator) < args.conditioning_dropout_prob
     image = torch.where(drop[:, None, None, None], torch.zeros_like(image), image)
+    if use_masks:
+        # Drawn only for mask models, so the draws of a model without masks are unchanged.
+        give = torch.rand(batch, generator=generator) < args.mask_probability
+        keep = give & ~drop  # CFG dropout drops photo and mask
+        if getattr(args, "mask_augmentation", 0.0) > 0:  # drawn only then (same reason)
+            augment = keep & (torch.rand(batch, generator=generator) < args.mask_augmentation)
+            spectral, mask = brush_augment(spectral, mask, augment, generator)
+        keep = keep[:, None, None, None]
+        mask = torch.where(keep, mask, torch.full_like(mask, NULL_MASK_VALUE))
     timesteps = torch.randint(
         0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator
     )
@@ -311,9 +407,11 @@ def make_batch(args, micro_step: int, train_images, train_spectral, codec, noise
     image, frequency_index, timesteps = (
         x.to(accelerator.device) for x in (image, frequency_index, timesteps)
     )
+    if mask is not None:
+        mask = mask.to(accelerator.device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     target = diffusion_target(noise_scheduler, latents, noise, timesteps)
-    return noisy, timesteps, image, frequency_index, target
+    return noisy, timesteps, image, frequency_index, target, mask
 
 
 def diffusion_loss(args, noise_scheduler, prediction, target, timesteps) -> torch.Tensor:
@@ -355,19 +453,25 @@ VALIDATION_TIMESTEPS = (50, 250, 500, 750, 950)
 
 
 @torch.no_grad()
-def validate(unet, codec, scheduler, val_items, args, step: int, data_config) -> float:
+def validate(unet, codec, scheduler, val_items, args, step: int, data_config,
+             with_masks: bool = False) -> float:  # fmt: skip
     """Denoising loss (unweighted MSE to the training target) on held-out volumes.
 
     All K slices of each volume are denoised jointly (a stage-1 model treats them one by
     one), with the photo, at fixed timesteps and fixed noise, so values are comparable
-    between runs and stages. Also writes a PNG: ground truth above the one-step x0
-    prediction at t = 500, decoded to normalised spectral volumes.
+    between runs and stages. ``with_masks``: each volume's own motion mask conditions a
+    mask-conditioned model (else the null mask, the default: comparable with models
+    without masks). Also writes a PNG: ground truth above the one-step x0 prediction at
+    t = 500, decoded to normalised spectral volumes.
     """
     from data.visualize import plot_spectral_volume
 
     device = unet.device
     spectral = torch.stack([item["spectral"] for item in val_items]).to(device)
     image = torch.stack([item["image"] for item in val_items]).to(device)
+    mask = None
+    if with_masks:
+        mask = torch.stack([item["motion_mask"] for item in val_items]).to(device)
     latents = encode_latents(codec, spectral)
     generator = torch.Generator(device="cpu").manual_seed(12345)
     losses = []
@@ -375,7 +479,7 @@ def validate(unet, codec, scheduler, val_items, args, step: int, data_config) ->
         noise = torch.randn(latents.shape, generator=generator).to(device)
         timesteps = torch.full((latents.shape[0],), t, device=device, dtype=torch.long)
         noisy = scheduler.add_noise(latents, noise, timesteps)
-        prediction = unet(noisy, timesteps, image).sample
+        prediction = unet(noisy, timesteps, image, motion_mask=mask).sample
         target = diffusion_target(scheduler, latents, noise, timesteps)
         losses.append(F.mse_loss(prediction.float(), target.float()).item())
         if t == 500:
@@ -383,7 +487,8 @@ def validate(unet, codec, scheduler, val_items, args, step: int, data_config) ->
             predicted_spectral = decode_latents(codec, x0[:1]).float().cpu()
     shown = min(args.num_validation_freqs, spectral.shape[1])
     stacked = torch.cat([spectral[0, :shown].cpu(), predicted_spectral[0, :shown]], dim=-2)
-    path = Path(args.output_dir) / "validation" / f"step-{step:07d}.png"
+    suffix = "-masked" if with_masks else ""
+    path = Path(args.output_dir) / "validation" / f"step-{step:07d}{suffix}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_spectral_volume(stacked, path, data_config.frequencies_hz(), num_shown=shown)
     return float(np.mean(losses))
@@ -418,7 +523,8 @@ def main(argv: list[str] | None = None) -> None:
     train_set = SpectralVolumeDataset(data_dir, "train")
     if len(train_set) == 0:
         raise SystemExit(f"error: {data_dir} has no training clips")
-    train_images, train_spectral = load_split(train_set)  # (N, 3, H, W), (N, K, 4, H, W)
+    # (N, 3, H, W), (N, K, 4, H, W), (N, 1, H, W)
+    train_images, train_spectral, train_masks = load_split(train_set)
     val_set = SpectralVolumeDataset(data_dir, "val")
     val_source = val_set if len(val_set) else train_set
     val_items = [val_source[i] for i in range(min(len(val_source), args.num_validation_volumes))]
@@ -454,6 +560,8 @@ def main(argv: list[str] | None = None) -> None:
         "unet_config": {k: unet.config[k] for k in UNET_KEYS},
         "stage": args.stage,
     }
+    if unet.config.mask_conditioning:  # only then, so checkpoints of before still resume
+        state["unet_config"]["mask_conditioning"] = True
     checkpoint = resolve_checkpoint(args)  # None: a new run ("latest" with nothing saved yet)
     global_step = 0
     if checkpoint is not None:
@@ -462,7 +570,8 @@ def main(argv: list[str] | None = None) -> None:
     init_trackers(accelerator, "train_unet", args)
     num_params = sum(p.numel() for p in unet.parameters())
     logger.info(
-        f"stage {args.stage}: {num_params / 1e6:.2f} M parameters, {len(train_set)} training "
+        f"stage {args.stage}{' (mask-conditioned)' if unet.config.mask_conditioning else ''}: "
+        f"{num_params / 1e6:.2f} M parameters, {len(train_set)} training "
         f"volumes, {accelerator.num_processes} process(es), batch {args.train_batch_size} x "
         f"{args.gradient_accumulation_steps} accumulation, {max_train_steps} steps, from step "
         f"{global_step}"
@@ -481,12 +590,14 @@ def main(argv: list[str] | None = None) -> None:
     while global_step < max_train_steps:
         for accumulation in range(args.gradient_accumulation_steps):
             micro_step = global_step * args.gradient_accumulation_steps + accumulation
-            noisy, timesteps, image, frequency_index, target = make_batch(
+            noisy, timesteps, image, frequency_index, target, mask = make_batch(
                 args, micro_step, train_images, train_spectral, codec, noise_scheduler,
-                generator, accelerator,
+                generator, accelerator, train_masks if unet.config.mask_conditioning else None,
             )  # fmt: skip
             with accelerator.accumulate(model):
-                prediction = model(noisy, timesteps, image, frequency_index).sample
+                prediction = model(
+                    noisy, timesteps, image, frequency_index, motion_mask=mask
+                ).sample
                 loss = diffusion_loss(args, noise_scheduler, prediction, target, timesteps)
                 # Every process gets the same mean, so on NaN all stop together.
                 mean_loss = mean_across_processes(accelerator, loss)
@@ -527,10 +638,17 @@ def main(argv: list[str] | None = None) -> None:
                 val_loss = validate(
                     unet, codec, noise_scheduler, val_items, args, global_step, data_config
                 )
+                record = {"step": global_step, "train_seconds": round(train_seconds, 1),
+                          "val_loss": val_loss, "train_loss": mean_loss}  # fmt: skip
+                if unet.config.mask_conditioning:  # and with each volume's own mask
+                    record["val_loss_masked"] = validate(
+                        unet, codec, noise_scheduler, val_items, args, global_step,
+                        data_config, with_masks=True,
+                    )  # fmt: skip
                 unet.train()
-            accelerator.log({"val_loss": val_loss}, step=global_step)
-            record = {"step": global_step, "train_seconds": round(train_seconds, 1),
-                      "val_loss": val_loss, "train_loss": mean_loss}  # fmt: skip
+            accelerator.log(
+                {k: v for k, v in record.items() if k.startswith("val_")}, step=global_step
+            )
             with open(output_dir / VALIDATION_LOG, "a") as log_file:
                 log_file.write(json.dumps(record) + "\n")
             logger.info(f"step {global_step}: validation denoising loss {val_loss:.4f}")

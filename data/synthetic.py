@@ -20,8 +20,9 @@ approximation (``S_k = sum M_m / 2`` over modes at bin k, ``S_0 = -sum Re M_m``)
 
 What moves is decided from cheap image cues (``estimate_motion_regions``, which calls
 ``data.motion_masks``): vegetation of any colour sways, mostly horizontally, with large
-smooth mode shapes and amplitude falling as 1/f (motion power falls steeply with
-frequency in real footage, the paper's Figure 3); water (calm, level, below the horizon,
+smooth mode shapes and amplitude falling as f^-1.5 (motion power falls steeply with
+frequency in real footage, the paper's Figure 3, and 97 % of a real tree's power lies
+below 0.6 Hz: docs/SYNTHETIC_DATA.md); water (calm, level, below the horizon,
 of the sky's colour or blue-grey) ripples with small amplitude, fine travelling-wave
 shapes and higher frequencies; sky, straight-edged structure and everything else stays
 still.
@@ -50,9 +51,13 @@ from splatting import render_frames
 # Frequencies of natural oscillation that the generator draws from (Hz).
 DEFAULT_FREQ_RANGE_HZ = (0.2, 3.0)
 # RMS (pixels) of a vegetation mode at the lowest allowed frequency: the default, and the
-# range a dataset draws from (see ``synthesize_motion``).
+# range a dataset draws from, log-uniformly (see ``synthesize_motion``). 0.6 px matches
+# tree.avi, a calm real tree (docs/MOTION_MASKS.md); 3.0 px is clearly visible sway.
 DEFAULT_AMPLITUDE = 1.5
-DEFAULT_AMPLITUDE_RANGE = (0.75, 2.25)
+DEFAULT_AMPLITUDE_RANGE = (0.6, 3.0)
+# The distribution datasets drew amplitudes from before issue 15 (uniform).
+LEGACY_AMPLITUDE_RANGE = (0.75, 2.25)
+AMPLITUDE_DISTRIBUTIONS = ("log-uniform", "uniform")
 
 
 @dataclass
@@ -159,11 +164,16 @@ class _RegionStyle:
     y_ratio: tuple[float, float]  # vertical / horizontal amplitude, drawn uniformly
     freq_range_hz: tuple[float, float]
     wavelength: tuple[float, float] | None  # travelling ripples (fraction of short side)
+    # A mode at frequency f has RMS ``amplitude * (f_ref / f) ** falloff``: power per bin
+    # then falls as f^(-2 falloff) in expectation (bins are drawn uniformly).
+    falloff: float = 1.0
 
 
 _STYLES = {
     # Leaves and branches: large coherent sway, mostly horizontal, standing modes.
-    "vegetation": _RegionStyle(4, 1.0, 0.4, (0.15, 0.4), (0.0, math.inf), None),
+    # Amplitude falls as f^-1.5 (power as f^-3): a real tree puts 97 % of its power below
+    # 0.6 Hz, the 1/f law of before issue 15 only 56 % (docs/MOTION_MASKS.md, tree.avi).
+    "vegetation": _RegionStyle(4, 1.0, 0.4, (0.15, 0.4), (0.0, math.inf), None, 1.5),
     # Water: small ripples, fine travelling waves, higher frequencies.
     "water": _RegionStyle(3, 0.3, 0.06, (0.7, 1.3), (0.6, math.inf), (0.06, 0.2)),
 }
@@ -179,8 +189,9 @@ def _sample_modes(
     """Draw modes and sum them per bin: ``coeff (K, H, W, 2)`` complex, and their records.
 
     ``coeff[k]`` holds ``sum M_m`` over the modes at bin k (for x and y). A mode's shape
-    has RMS ``amplitude * region amplitude * f_ref / f`` (times a random 0.5..1) over its
-    region, f_ref the lowest allowed frequency.
+    has RMS ``amplitude * region amplitude * (f_ref / f) ** falloff`` (times a random
+    0.5..1) over its region, f_ref the lowest allowed frequency (falloff: 1.5 for
+    vegetation, 1 for water).
     """
     height, width = next(iter(masks.values())).shape
     short = min(height, width)
@@ -200,11 +211,12 @@ def _sample_modes(
         if region_bins.size == 0:
             region_bins = bins
         for _ in range(style.num_modes):
-            # Any bin of the band equally likely, amplitude falling as 1/f with some
-            # spread: the expected power per bin then falls as 1/f^2.
+            # Any bin of the band equally likely, amplitude falling as f^-falloff with
+            # some spread: the expected power per bin then falls as f^(-2 falloff).
             k = int(rng.choice(region_bins))
             freq = k * config.fps / config.num_frames
-            mode_amp = amplitude * style.amplitude * (f_ref / freq) * rng.uniform(0.5, 1.0)
+            falloff = (f_ref / freq) ** style.falloff
+            mode_amp = amplitude * style.amplitude * falloff * rng.uniform(0.5, 1.0)
             scale = style.shape_scale * short
             shape = np.empty((height, width, 2), dtype=np.complex128)
             y_ratio = rng.uniform(*style.y_ratio)
@@ -258,9 +270,10 @@ def synthesize_motion(
         config: T, fps and K.
         seed: seed or generator.
         amplitude: pixels; a vegetation mode at frequency f gets an RMS (over its region,
-            x component) of ``amplitude * f_ref / f * U(0.5, 1)``, f_ref the lowest allowed
-            frequency (0.2 Hz by default); water modes 0.3x that. The amplitude is not
-            renormalised per clip, so the 1/f law holds across a dataset too.
+            x component) of ``amplitude * (f_ref / f) ** 1.5 * U(0.5, 1)``, f_ref the
+            lowest allowed frequency (0.2 Hz by default); a water mode
+            ``0.3 * amplitude * f_ref / f * U(0.5, 1)``. The amplitude is not renormalised
+            per clip, so the power law holds across a dataset too.
         freq_range_hz: frequencies modes are drawn from (on FFT bins only).
 
     Returns:
@@ -311,7 +324,7 @@ def synthesize_oscillation(
         config: clip length, frame rate and number of kept frequencies.
         seed: seed or generator for every random choice (deterministic).
         amplitude: RMS displacement (pixels) of a vegetation mode at the lowest allowed
-            frequency; higher modes fall as 1/f (see ``synthesize_motion``).
+            frequency; higher modes fall as f^-1.5 (see ``synthesize_motion``).
         freq_range_hz: frequencies modes are drawn from (on FFT bins only).
         masks: region masks to use instead of ``estimate_motion_regions(image)``
             (``{"vegetation", "water"}``, ``(H, W)`` in [0, 1]; a missing one is empty).
@@ -374,12 +387,15 @@ def write_synthetic_dataset(
     config: MotionConfig = MotionConfig(),  # noqa: B008 (frozen dataclass)
     amplitude_range: tuple[float, float] = DEFAULT_AMPLITUDE_RANGE,
     cues: str = "cues",
+    amplitude_distribution: str = "log-uniform",
 ) -> list[Path]:
     """Write ``clips_per_photo`` synthetic clips per photo: an mp4 and its exact spectrum.
 
     Each photo (a path or an ``(H, W, 3)`` uint8 RGB array) is resized and centre-cropped
-    to ``config.size``; each clip gets an amplitude drawn uniformly from
-    ``amplitude_range`` (pixels, see ``synthesize_motion``). Per clip ``<stem>.mp4``
+    to ``config.size``; each clip gets an amplitude drawn from ``amplitude_range``
+    (pixels, see ``synthesize_motion``), log-uniformly by default (every factor of 2
+    equally likely: calm and strong wind alike; "uniform" was the rule before issue 15,
+    with ``LEGACY_AMPLITUDE_RANGE``). Per clip ``<stem>.mp4``
     (H.264, ``data.video.write_mp4``) and ``<stem>.npz`` with ``spectral (K, 4, H, W)``
     float32 (exact ground truth; ``spectral_to_displacement`` gives the displacement),
     ``first_frame (H, W, 3)`` uint8 (the photo, lossless) and ``motion_mask (H, W)``
@@ -393,6 +409,14 @@ def write_synthetic_dataset(
     """
     from data.video import resize_cover_crop, write_mp4
 
+    if amplitude_distribution not in AMPLITUDE_DISTRIBUTIONS:
+        raise ValueError(
+            f"amplitude_distribution must be one of {AMPLITUDE_DISTRIBUTIONS}, "
+            f"got {amplitude_distribution!r}"
+        )
+    low, high = amplitude_range
+    if not 0 < low <= high:
+        raise ValueError(f"amplitude_range must be 0 < low <= high pixels, got {amplitude_range}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(seed)
@@ -403,9 +427,11 @@ def write_synthetic_dataset(
         for clip_index, clip_seed in enumerate(seeds.spawn(clips_per_photo)):
             stem = f"{photo_index:04d}_{name}_{clip_index}"
             rng = np.random.default_rng(clip_seed)
-            clip = synthesize_oscillation(
-                image, config, rng, rng.uniform(*amplitude_range), cues=cues
-            )
+            if amplitude_distribution == "log-uniform":
+                amplitude = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+            else:
+                amplitude = float(rng.uniform(low, high))
+            clip = synthesize_oscillation(image, config, rng, amplitude, cues=cues)
             video_path = write_mp4(clip.frames, out_dir / f"{stem}.mp4", config.fps, overwrite=True)
             write_npz_atomic(
                 out_dir / f"{stem}.npz",

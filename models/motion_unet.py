@@ -19,6 +19,16 @@ A spectral volume's latents ``(B, K, c, h, w)`` are K images, one per temporal f
    stage 2 (``add_frequency_attention`` or ``from_pretrained(..., frequency_attention=True,
    low_cpu_mem_usage=False)``).
 
+4. **Mask condition** (``mask_conditioning=True``, issue 15). An optional "may move" mask
+   ``(B, 1, H, W)`` at the photo's size enters the photo encoder as two more input
+   channels: the mask in [0, 1] and a "mask given" flag. The null mask (no mask given:
+   a value of -1, ``NULL_MASK_VALUE``) gives (0, 0), so one model serves both uses and
+   classifier-free guidance drops photo and mask together. Configs saved without the
+   key load as ``mask_conditioning=False``: the model of before, unchanged.
+   ``add_mask_conditioning`` (or ``from_pretrained(..., mask_conditioning=True)``) adds
+   the two channels to a trained model with zero weights: its output is unchanged until
+   they are trained.
+
 Shapes: sample ``(B, K', c, h, w)`` -> prediction ``(B, K', c, h, w)`` (epsilon or v, as
 trained). h and w must be divisible by ``2 ** (len(block_out_channels) - 1)``.
 """
@@ -36,6 +46,21 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
 from diffusers.utils import BaseOutput
+
+# A motion mask item (or pixel) with this value means "no mask given" (the null mask).
+NULL_MASK_VALUE = -1.0
+# Channels a mask adds to the photo encoder's input: the mask, and the "given" flag.
+MASK_CHANNELS = 2
+
+
+def mask_to_channels(motion_mask: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)`` mask in [0, 1] or ``NULL_MASK_VALUE`` -> ``(B, 2, H, W)``: (mask, given).
+
+    A pixel < 0 is "no mask given": (0, 0). A given pixel is (m, 1), so the all-black mask
+    (nothing may move, given) differs from no mask at all.
+    """
+    given = (motion_mask >= 0).to(motion_mask.dtype)
+    return torch.cat([motion_mask.clamp(0.0, 1.0) * given, given], dim=1)
 
 
 @dataclass
@@ -86,6 +111,8 @@ class MotionUNet(ModelMixin, ConfigMixin):
         down_block_types, up_block_types: diffusers block names, one per level; None:
             ``DownBlock2D`` / ``UpBlock2D`` at every level.
         frequency_attention_layers: transformer layers in each frequency attention module.
+        mask_conditioning: the photo encoder also takes a "may move" mask (module
+            docstring, point 4); False: the photo alone (every model before issue 15).
     """
 
     _supports_gradient_checkpointing = False
@@ -107,6 +134,7 @@ class MotionUNet(ModelMixin, ConfigMixin):
         down_block_types: tuple[str, ...] | None = None,
         up_block_types: tuple[str, ...] | None = None,
         frequency_attention_layers: int = 1,
+        mask_conditioning: bool = False,
     ) -> None:
         super().__init__()
         channels = tuple(block_out_channels)
@@ -132,7 +160,9 @@ class MotionUNet(ModelMixin, ConfigMixin):
         self.frequency_embedding = nn.Embedding(num_freqs, time_embed_dim)
 
         self.image_encoder = ImageConditionEncoder(
-            image_channels, image_embed_channels, image_downsample_factor
+            image_channels + (MASK_CHANNELS if mask_conditioning else 0),
+            image_embed_channels,
+            image_downsample_factor,
         )
         self.conv_in = nn.Conv2d(latent_channels + image_embed_channels, channels[0], 3, padding=1)
 
@@ -218,24 +248,42 @@ class MotionUNet(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_pretrained(
-        cls, pretrained_model_name_or_path, *args, frequency_attention: bool | None = None, **kwargs
+        cls,
+        pretrained_model_name_or_path,
+        *args,
+        frequency_attention: bool | None = None,
+        mask_conditioning: bool | None = None,
+        **kwargs,
     ) -> MotionUNet:
-        """``ModelMixin.from_pretrained``, plus stage 2 from a stage-1 folder.
+        """``ModelMixin.from_pretrained``, plus stage 2 from a stage-1 folder and a
+        mask-conditioned model from one saved without mask conditioning.
 
         Args:
             frequency_attention: True on a folder saved without frequency attention (stage 1)
                 returns the stage-1 weights with fresh zero-output attention layers
                 (``add_frequency_attention``); None or the saved value: load as saved.
+            mask_conditioning: True on a folder saved without it adds the mask channels
+                with zero weights (``add_mask_conditioning``); None or the saved value:
+                load as saved.
         """
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        if frequency_attention is None or frequency_attention == model.config.frequency_attention:
-            return model
-        if frequency_attention:
-            return add_frequency_attention(model)
-        raise ValueError(
-            f"{pretrained_model_name_or_path}: the saved U-Net has frequency attention; "
-            "it cannot be loaded as a stage-1 (frequency_attention=False) model"
-        )
+        if frequency_attention is not None and (
+            frequency_attention != model.config.frequency_attention
+        ):
+            if not frequency_attention:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path}: the saved U-Net has frequency attention; "
+                    "it cannot be loaded as a stage-1 (frequency_attention=False) model"
+                )
+            model = add_frequency_attention(model)
+        if mask_conditioning is not None and mask_conditioning != model.config.mask_conditioning:
+            if not mask_conditioning:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path}: the saved U-Net is mask-conditioned; "
+                    "it cannot be loaded without mask conditioning"
+                )
+            model = add_mask_conditioning(model)
+        return model
 
     @property
     def downsample_factor(self) -> int:
@@ -245,7 +293,11 @@ class MotionUNet(ModelMixin, ConfigMixin):
     # ---------------------------------------------------------------------- forward
 
     def _check_inputs(
-        self, sample: torch.Tensor, image: torch.Tensor, frequency_index: torch.Tensor | None
+        self,
+        sample: torch.Tensor,
+        image: torch.Tensor,
+        frequency_index: torch.Tensor | None,
+        motion_mask: torch.Tensor | None,
     ) -> None:
         cfg = self.config
         if sample.ndim != 5 or sample.shape[2] != cfg.latent_channels:
@@ -277,6 +329,22 @@ class MotionUNet(ModelMixin, ConfigMixin):
                 )
             if frequency_index.min() < 0 or frequency_index.max() >= cfg.num_freqs:
                 raise ValueError(f"frequency_index must be in [0, {cfg.num_freqs})")
+        if motion_mask is not None:
+            if not cfg.mask_conditioning:
+                raise ValueError(
+                    "this U-Net was trained without mask conditioning (mask_conditioning=False);"
+                    " it takes no motion_mask"
+                )
+            expected = (batch, 1, *image.shape[2:])
+            if tuple(motion_mask.shape) != expected:
+                raise ValueError(
+                    f"motion_mask must be {expected} (B, 1, H, W) like the image, "
+                    f"got {tuple(motion_mask.shape)}"
+                )
+            if not torch.isfinite(motion_mask).all() or motion_mask.max() > 1:
+                raise ValueError(
+                    f"motion_mask must be in [0, 1], or {NULL_MASK_VALUE} for 'no mask given'"
+                )
 
     def forward(
         self,
@@ -285,6 +353,7 @@ class MotionUNet(ModelMixin, ConfigMixin):
         image: torch.Tensor,
         frequency_index: torch.Tensor | None = None,
         return_dict: bool = True,
+        motion_mask: torch.Tensor | None = None,
     ) -> MotionUNetOutput | tuple[torch.Tensor]:
         """Predict the noise (or v) of noisy latents.
 
@@ -296,11 +365,14 @@ class MotionUNet(ModelMixin, ConfigMixin):
             frequency_index: ``(B, K')`` long, which frequency each slice is; None:
                 ``arange(K')`` for every batch item.
             return_dict: return ``MotionUNetOutput`` (else a tuple).
+            motion_mask: ``(B, 1, h*f, w*f)`` "may move" mask in [0, 1] (1: may move), an
+                item filled with ``NULL_MASK_VALUE`` (-1) for "no mask given"; None: no mask
+                for any item. Only for a ``mask_conditioning=True`` model.
 
         Returns:
             ``MotionUNetOutput(sample=(B, K', c, h, w))``.
         """
-        self._check_inputs(sample, image, frequency_index)
+        self._check_inputs(sample, image, frequency_index, motion_mask)
         batch, num_slices = sample.shape[:2]
         device = sample.device
         if frequency_index is None:
@@ -319,8 +391,15 @@ class MotionUNet(ModelMixin, ConfigMixin):
             frequency_index.reshape(-1).to(device)
         )
 
-        # 2. Photo features (B, E, h, w), shared by the K' slices, concatenated to each.
-        image_features = self.image_encoder(image.to(dtype=self.dtype))
+        # 2. Photo (+ mask) features (B, E, h, w), shared by the K' slices, concatenated to
+        #    each.
+        condition = image.to(dtype=self.dtype)
+        if self.config.mask_conditioning:
+            if motion_mask is None:
+                motion_mask = torch.full_like(condition[:, :1], NULL_MASK_VALUE)
+            mask_channels = mask_to_channels(motion_mask.to(device=device, dtype=self.dtype))
+            condition = torch.cat([condition, mask_channels], dim=1)
+        image_features = self.image_encoder(condition)
         image_features = image_features.repeat_interleave(num_slices, dim=0)
         hidden = torch.cat([sample.flatten(0, 1).to(self.dtype), image_features], dim=1)
         hidden = self.conv_in(hidden)  # (B*K', C0, h, w)
@@ -361,6 +440,8 @@ def add_frequency_attention(unet: MotionUNet) -> MotionUNet:
     if unet.config.frequency_attention:
         raise ValueError("the U-Net already has frequency attention")
     config = dict(unet.config)
+    # diffusers resets keys listed here to their defaults in from_config: drop the list
+    config.pop("_use_default_values", None)
     config["frequency_attention"] = True
     stage2 = MotionUNet.from_config(config)
     if unet.device != stage2.device or unet.dtype != stage2.dtype:
@@ -371,3 +452,27 @@ def add_frequency_attention(unet: MotionUNet) -> MotionUNet:
             f"stage-1 weights do not fit: missing {missing}, unexpected {unexpected}"
         )
     return stage2
+
+
+def add_mask_conditioning(unet: MotionUNet) -> MotionUNet:
+    """A copy of ``unet`` that also takes a motion mask, computing what ``unet`` computes.
+
+    The photo encoder's first convolution gets ``MASK_CHANNELS`` more input channels whose
+    weights are zero, so the output is unchanged (with or without a mask) until they are
+    trained. ``unet`` itself is left unchanged.
+    """
+    if unet.config.mask_conditioning:
+        raise ValueError("the U-Net already has mask conditioning")
+    config = dict(unet.config)
+    # diffusers resets keys listed here to their defaults in from_config: drop the list
+    config.pop("_use_default_values", None)
+    config["mask_conditioning"] = True
+    masked = MotionUNet.from_config(config)
+    if unet.device != masked.device or unet.dtype != masked.dtype:
+        masked = masked.to(device=unet.device, dtype=unet.dtype)
+    state = dict(unet.state_dict())
+    key = "image_encoder.layers.0.weight"
+    old = state[key]  # (hidden, image_channels, 3, 3)
+    state[key] = torch.cat([old, old.new_zeros(old.shape[0], MASK_CHANNELS, *old.shape[2:])], 1)
+    masked.load_state_dict(state, strict=True)
+    return masked

@@ -70,6 +70,7 @@ from data.config import SPECTRAL_CHANNELS, MotionConfig
 from data.spectral import FrequencyNormalizer, displacement_at_phases
 from data.video import resize_cover_crop
 from models import SCHEDULERS
+from models.motion_unet import NULL_MASK_VALUE
 
 TRAIN_UNET_HINT = (
     "a motion pipeline is a folder written by MotionPipeline.save_pretrained (model_index.json "
@@ -647,12 +648,29 @@ class MotionPipeline(DiffusionPipeline):
             small = resize_cover_crop(rgb, (model_w, model_h), mode="stretch")
             tensor = torch.from_numpy(small.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)
             batch.append(tensor)
-        images = torch.stack(batch)
-        pad = (0, pad_w - model_w, 0, pad_h - model_h)
-        if any(pad):  # reflect needs the pad smaller than the side; replicate beyond that
-            mode = "reflect" if pad[1] < model_w and pad[3] < model_h else "replicate"
-            images = F.pad(images, pad, mode=mode)
-        return images, (model_w, model_h)
+        return _pad_to(torch.stack(batch), (pad_w, pad_h)), (model_w, model_h)
+
+    def model_mask(self, masks: list[np.ndarray], padded_size: tuple[int, int]) -> torch.Tensor:
+        """Motion masks at the output size -> the U-Net's mask input ``(B, 1, h_p, w_p)``.
+
+        Each ``(H, W)`` mask in [0, 1] is resized to the model frame exactly as its photo is
+        (``model_input``) and padded the same way, so mask and photo stay aligned.
+
+        Args:
+            masks: one ``(H, W)`` float mask per photo, at the photos' output size.
+            padded_size: ``(w_p, h_p)`` of the U-Net input (``model_input``'s tensor).
+        """
+        height, width = masks[0].shape[:2]
+        (model_w, model_h), padded = model_frame_size(
+            width / height, self.motion_config.size, self.size_multiple
+        )
+        if padded != tuple(padded_size):
+            raise ValueError(f"masks of {width}x{height} do not fit a model input {padded_size}")
+        small = [
+            np.clip(resize_cover_crop(m.astype(np.float32), (model_w, model_h), "stretch"), 0, 1)
+            for m in masks
+        ]
+        return _pad_to(torch.from_numpy(np.stack(small))[:, None], padded)
 
     def latent_shape(
         self, batch_size: int, frame_size: tuple[int, int] | None = None
@@ -770,12 +788,17 @@ class MotionPipeline(DiffusionPipeline):
         loop_guidance_scale: float = 0.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
+        motion_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoise the K frequency latents of each photo jointly.
 
         Args:
             images: ``(B, 3, h_p, w_p)`` in [-1, 1] (``model_input``).
             frame_size: ``(w, h)`` of the model frame inside the padded input.
+            motion_mask: ``(B, 1, h_p, w_p)`` in [0, 1] (``model_mask``), the "may move"
+                condition of a mask-conditioned U-Net; None: the null mask (no mask given).
+                Classifier-free guidance's unconditional branch gets the null mask and a
+                zero photo.
 
         Returns:
             ``(B, K, 4, h, w)`` spectral volumes in pixels of the model frame.
@@ -788,6 +811,25 @@ class MotionPipeline(DiffusionPipeline):
         do_cfg = guidance_scale > 1.0
         # classifier-free guidance: the unconditional input is an all-zero (grey) photo
         condition = torch.cat([images, torch.zeros_like(images)]) if do_cfg else images
+        mask_condition = None
+        if self.unet.config.get("mask_conditioning", False):
+            null = torch.full_like(images[:, :1], NULL_MASK_VALUE)
+            if motion_mask is None:
+                mask_condition = null
+            else:
+                if tuple(motion_mask.shape) != tuple(null.shape):
+                    raise ValueError(
+                        f"motion_mask must be {tuple(null.shape)} (B, 1, h_p, w_p) like the "
+                        f"model input, got {tuple(motion_mask.shape)}"
+                    )
+                mask_condition = motion_mask.to(null)
+            if do_cfg:  # the unconditional branch drops photo and mask together
+                mask_condition = torch.cat([mask_condition, null])
+        elif motion_mask is not None:
+            raise ValueError(
+                "this pipeline's U-Net takes no motion mask (mask_conditioning=False); gate "
+                "the output instead (motion_at_output's gate)"
+            )
 
         shape = self.latent_shape(batch_size, (images.shape[-1], images.shape[-2]))
         if latents is None:
@@ -805,7 +847,7 @@ class MotionPipeline(DiffusionPipeline):
             # a. predict the noise, conditional and (for CFG) unconditional in one batch
             model_input = torch.cat([latents] * 2) if do_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
-            output = self.unet(model_input, t, condition).sample
+            output = self.unet(model_input, t, condition, motion_mask=mask_condition).sample
             # b. classifier-free guidance
             if do_cfg:
                 cond, uncond = output.chunk(2)
@@ -1017,11 +1059,12 @@ class MotionPipeline(DiffusionPipeline):
         photos, photo_sizes = self.preprocess(image, output_size, crop)
         out_h, out_w = photos[0].shape[:2]
         renderer = self.resolve_renderer(renderer, (out_w, out_h))
-        gates = None
+        gates = masks = None
         feather = MASK_FEATHER_FRACTION * max(out_w, out_h)
         if motion_mask is not None:
-            mask = load_motion_mask(motion_mask, photo_sizes[0])
-            gates = [feathered_gate(fit_to_size(mask, (out_w, out_h)), feather)] * len(photos)
+            mask = fit_to_size(load_motion_mask(motion_mask, photo_sizes[0]), (out_w, out_h))
+            masks = [mask] * len(photos)
+            gates = [feathered_gate(mask, feather)] * len(photos)
         elif mask_provider is not None:
             from data.motion_masks import estimate_motion_mask
 
@@ -1034,11 +1077,16 @@ class MotionPipeline(DiffusionPipeline):
             gates = [feathered_gate(mask, feather) for mask in masks]
         gate = None if gates is None else np.stack(gates)[:, None, None]  # (B, 1, 1, H, W)
         images, frame_size = self.model_input(photos)
+        # A mask-conditioned U-Net also sees the mask (the gate stays: a guarantee that
+        # black never moves); without a mask it gets the null mask.
+        model_mask = None
+        if masks is not None and self.unet.config.get("mask_conditioning", False):
+            model_mask = self.model_mask(masks, (images.shape[-1], images.shape[-2]))
 
         # 2. sample the spectral volume at the model's frame (B, K, 4, h, w) px
         spectral = self.sample_spectral(
             images, frame_size, num_inference_steps, guidance_scale,
-            loop_guidance_scale, generator, latents,
+            loop_guidance_scale, generator, latents, motion_mask=model_mask,
         )  # fmt: skip
         timings["sample"], start = time.perf_counter() - start, time.perf_counter()
 
@@ -1070,6 +1118,17 @@ class MotionPipeline(DiffusionPipeline):
         return MotionPipelineOutput(
             frames=frames, spectral=spectral, displacements=disp, images=images_out
         )
+
+
+def _pad_to(batch: torch.Tensor, padded_size: tuple[int, int]) -> torch.Tensor:
+    """Pad ``(B, C, h, w)`` at the right and bottom to ``padded_size = (w_p, h_p)``: reflect
+    (replicate where the pad is not smaller than the side, which reflect cannot do)."""
+    height, width = batch.shape[-2:]
+    pad = (0, padded_size[0] - width, 0, padded_size[1] - height)
+    if not any(pad):
+        return batch
+    mode = "reflect" if pad[1] < width and pad[3] < height else "replicate"
+    return F.pad(batch, pad, mode=mode)
 
 
 def _load_component(folder: Path, library_and_class: list):

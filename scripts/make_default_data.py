@@ -15,6 +15,13 @@ photo itself, so each copy is a consistent (photo, motion) pair; hue rotation tu
 textured regions of any colour green (they then sway) and green ones other colours (they
 then stay still), which is what the motion model must learn from a handful of photos.
 ``--video_frames`` adds the first frame of each given video (tree.avi: a real tree).
+
+Clip amplitudes are drawn log-uniformly in 0.6-3.0 px by default (``--amplitude_range``,
+``--amplitude_distribution``; docs/SYNTHETIC_DATA.md gives the calibration on tree.avi);
+datasets written before issue 15 used ``--amplitude_distribution uniform
+--amplitude_range 0.75 2.25 --cues legacy``. Photos named like the bundled examples
+(``data/examples``, its subfolders included) or scikit-learn's china.jpg / flower.jpg are
+left out unless ``--include_examples``: they are the held-out evaluation photos.
 """
 
 from __future__ import annotations
@@ -30,12 +37,24 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.images import collect_images, load_image  # noqa: E402
-from data.synthetic import write_synthetic_dataset  # noqa: E402
+from data.synthetic import (  # noqa: E402
+    AMPLITUDE_DISTRIBUTIONS,
+    DEFAULT_AMPLITUDE_RANGE,
+    write_synthetic_dataset,
+)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "examples"
 
 # scikit-image's bundled natural photos (BSD; in the wheel, no download).
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "grass", "camera")
+# Issue 15 adds the still textures (brick, gravel: texture alone must not mean motion) and
+# the second motorcycle view.
+SKIMAGE_PHOTOS = (
+    "astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "grass", "camera",
+    "brick", "gravel", "motorcycle_right",
+)  # fmt: skip
+# Photos held out of every shipped model's training, whatever folder they come from: the
+# bundled examples and scikit-learn's two photos (china.jpg is data/examples/brush's photo).
+HELD_OUT_NAMES = {"china.jpg", "flower.jpg"}
 
 
 def skimage_photos(out_dir: Path) -> list[Path]:
@@ -127,11 +146,26 @@ def main() -> None:
     parser.add_argument(
         "--include_examples", action="store_true", help="keep data/examples photos (eval sets)"
     )
+    parser.add_argument(
+        "--amplitude_range", type=float, nargs=2, default=list(DEFAULT_AMPLITUDE_RANGE),
+        metavar=("LOW", "HIGH"), help="clip amplitude in pixels (see data/synthetic.py)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--amplitude_distribution", choices=AMPLITUDE_DISTRIBUTIONS, default="log-uniform"
+    )
+    parser.add_argument(
+        "--cues", choices=["cues", "legacy"], default="cues", help="region cues of the teacher"
+    )
     args = parser.parse_args()
     if args.output_dir is None:
         parser.error("--output_dir is required")
+    low, high = args.amplitude_range
+    if not 0 < low <= high:
+        parser.error(f"--amplitude_range must be 0 < LOW <= HIGH, got {low} {high}")
 
-    example_names = {p.name for p in EXAMPLES_DIR.glob("*")} if EXAMPLES_DIR.is_dir() else set()
+    example_names = set(HELD_OUT_NAMES)
+    if EXAMPLES_DIR.is_dir():
+        example_names |= {p.name for p in EXAMPLES_DIR.rglob("*") if p.is_file()}
     photos = [p for spec in args.photos for p in collect_images(spec)]
     if not args.include_examples:
         photos = [p for p in photos if p.name not in example_names]
@@ -149,7 +183,13 @@ def main() -> None:
     for photo in photos:
         load_image(photo)  # fail early, with a clear message, on an unreadable photo
     written = write_synthetic_dataset(
-        photos, args.output_dir, clips_per_photo=args.clips_per_photo, seed=args.seed
+        photos,
+        args.output_dir,
+        clips_per_photo=args.clips_per_photo,
+        seed=args.seed,
+        amplitude_range=(low, high),
+        cues=args.cues,
+        amplitude_distribution=args.amplitude_distribution,
     )
     print(f"wrote {len(written)} clips")
 

@@ -504,3 +504,109 @@ def test_auto_renderer_is_the_learned_one_up_to_a_size(pipe):
     assert AUTO_SYNTHESIS_MAX_PIXELS < 1024 * 576
     assert with_renderer.resolve_renderer("auto", (1024, 576)) == "average"
     assert with_renderer.resolve_renderer("softsplat", (1024, 576)) == "softsplat"
+
+
+# ------------------------------------------------------------ mask-conditioned U-Net
+
+
+@pytest.fixture(scope="module")
+def mask_pipe() -> MotionPipeline:
+    """``pipe`` with a U-Net that takes a mask (its mask weights off zero, as trained)."""
+    from models.motion_unet import add_mask_conditioning
+
+    unet = add_mask_conditioning(tiny_unet())
+    with torch.no_grad():
+        weight = unet.image_encoder.layers[0].weight
+        weight[:, 3:] = torch.randn(weight[:, 3:].shape, generator=torch.Generator().manual_seed(1))
+    pipeline = MotionPipeline(
+        codec=ResampleSpectralCodec(downsample_factor=4, scaling_factor=1.0),
+        unet=unet.eval(),
+        scheduler=DDIMScheduler(num_train_timesteps=100),
+        motion_config=CONFIG.to_dict(),
+        normalization=NORMALIZER.to_dict(),
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def _spy_unet_masks(pipeline: MotionPipeline, monkeypatch) -> list:
+    """Record (image, motion_mask) of every U-Net call."""
+    calls = []
+    forward = pipeline.unet.forward
+
+    def spy(sample, timestep, image, *args, motion_mask=None, **kwargs):
+        calls.append((image.clone(), None if motion_mask is None else motion_mask.clone()))
+        return forward(sample, timestep, image, *args, motion_mask=motion_mask, **kwargs)
+
+    monkeypatch.setattr(pipeline.unet, "forward", spy)
+    return calls
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 2.0])
+def test_mask_conditions_the_unet_with_cfg_batches(mask_pipe, monkeypatch, guidance_scale):
+    from models.motion_unet import NULL_MASK_VALUE
+
+    calls = _spy_unet_masks(mask_pipe, monkeypatch)
+    rgb = photo(6, (64, 32))  # 2:1 -> model frame 32x16, no padding
+    mask = np.zeros((32, 64), np.uint8)
+    mask[:, 32:] = 255
+    run(mask_pipe, [rgb, rgb], crop=False, motion_mask=mask, guidance_scale=guidance_scale)
+    image, given = calls[0]
+    rows = 4 if guidance_scale > 1 else 2  # CFG: conditional and unconditional in one batch
+    assert image.shape == (rows, 3, 16, 32) and given.shape == (rows, 1, 16, 32)
+    assert given[:2, :, :, :14].max() == 0 and given[:2, :, :, 18:].min() == 1  # resized mask
+    if guidance_scale > 1:  # the unconditional half: zero photo and the null mask
+        assert (image[2:] == 0).all() and (given[2:] == NULL_MASK_VALUE).all()
+    calls.clear()
+    run(mask_pipe, rgb, crop=False)  # no mask given: the null mask
+    assert (calls[0][1] == NULL_MASK_VALUE).all()
+
+
+def test_mask_is_padded_like_the_photo(mask_pipe, monkeypatch):
+    calls = _spy_unet_masks(mask_pipe, monkeypatch)
+    rgb = photo(7, (45, 30))  # 3:2 -> a model frame that needs padding
+    mask = np.zeros((30, 45), np.uint8)
+    mask[:15] = 255  # top half
+    run(mask_pipe, rgb, crop=False, motion_mask=mask)
+    image, given = calls[0]
+    assert given.shape[-2:] == image.shape[-2:]
+    (model_w, model_h), padded = model_frame_size(1.5, CONFIG.size, mask_pipe.size_multiple)
+    assert padded != (model_w, model_h)
+    inner = given[0, 0, :model_h, :model_w]
+    assert inner[: model_h // 2 - 1].min() == 1 and inner[model_h // 2 + 1 :].max() == 0
+
+
+def test_mask_changes_the_motion_and_the_gate_stays(mask_pipe):
+    rgb = photo(6, (64, 32))
+    mask = np.zeros((32, 64), np.uint8)
+    mask[:, 32:] = 255
+    free = run(mask_pipe, rgb, crop=False, amplitude=5.0)
+    masked = run(mask_pipe, rgb, crop=False, amplitude=5.0, motion_mask=mask)
+    # the mask is a condition: the motion inside differs from the motion without a mask
+    assert not np.allclose(masked.displacements[0, :, :, 48:], free.displacements[0, :, :, 48:])
+    assert _energy(masked.displacements[0])[:, :32].sum() == 0.0  # and black never moves
+
+
+def test_mask_for_a_unet_without_mask_conditioning_is_refused(pipe):
+    images, frame = pipe.model_input([photo(1, (32, 16))])
+    with pytest.raises(ValueError, match="takes no motion mask"):
+        pipe.sample_spectral(images, frame, 2, motion_mask=torch.ones(1, 1, 16, 32))
+
+
+def test_mask_of_the_wrong_shape_is_refused(mask_pipe):
+    images, frame = mask_pipe.model_input([photo(1, (32, 16))])
+    with pytest.raises(ValueError, match=r"motion_mask must be \(1, 1, 16, 32\)"):
+        mask_pipe.sample_spectral(images, frame, 2, motion_mask=torch.ones(1, 1, 8, 32))
+
+
+def test_mask_conditioned_pipeline_round_trip(mask_pipe, tmp_path):
+    mask_pipe.save_pretrained(tmp_path / "p")
+    loaded = MotionPipeline.from_pretrained(tmp_path / "p")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.unet.config.mask_conditioning
+    rgb = photo(3, (64, 32))
+    mask = np.zeros((32, 64), np.uint8)
+    mask[8:] = 255
+    a = run(mask_pipe, rgb, crop=False, motion_mask=mask).spectral
+    b = run(loaded, rgb, crop=False, motion_mask=mask).spectral
+    np.testing.assert_allclose(a, b, atol=1e-6)

@@ -90,16 +90,36 @@ def test_motion_sits_on_the_vegetation(clip):
     assert np.abs(clip.displacement[..., 0]).mean() > 1.5 * np.abs(clip.displacement[..., 1]).mean()
 
 
-def test_mode_amplitudes_fall_as_one_over_f():
+def test_mode_amplitudes_fall_as_f_to_the_minus_1_5():
+    # Vegetation modes: RMS = A * (f_ref / f) ** 1.5 * U(0.5, 1) (calibrated on tree.avi).
     masks = estimate_motion_regions(green_and_blue())
     config = MotionConfig(num_frames=60, fps=30.0, num_freqs=7, width=64, height=48)
     f_ref = allowed_bins(config)[0] * config.fps / config.num_frames
-    ratios = []
+    ratios, freqs = [], set()
     for seed in range(10):
         _, _, modes = synthesize_motion(masks, config, seed=seed, amplitude=1.5)
-        ratios += [m["amplitude_px"] * m["frequency_hz"] / f_ref / 1.5 for m in modes]
+        ratios += [m["amplitude_px"] * (m["frequency_hz"] / f_ref) ** 1.5 / 1.5 for m in modes]
+        freqs |= {m["frequency_hz"] for m in modes}
     assert len(ratios) == 40  # 4 vegetation modes per clip, no water
+    assert len(freqs) > 2  # several bins drawn, so the exponent is really tested
     assert min(ratios) >= 0.5 - 1e-9 and max(ratios) <= 1.0 + 1e-9
+
+
+def test_dataset_amplitudes_are_log_uniform(tmp_path):
+    photos = [green_and_blue(seed=s) for s in range(2)]
+    small = MotionConfig(num_frames=10, fps=10.0, num_freqs=4, width=32, height=24)
+    write_synthetic_dataset(photos, tmp_path / "out", 20, seed=3, config=small)
+    clips = json.loads((tmp_path / "out" / "manifest.json").read_text())["clips"]
+    amplitudes = np.array([c["amplitude_px"] for c in clips])
+    assert amplitudes.min() >= 0.6 and amplitudes.max() <= 3.0
+    # log-uniform on [0.6, 3]: the median is sqrt(0.6 * 3) = 1.34, not the mean 1.8
+    assert 1.0 < np.median(amplitudes) < 1.7
+    assert (amplitudes < 1.34).mean() == pytest.approx(0.5, abs=0.2)
+    with pytest.raises(ValueError, match="amplitude_distribution"):
+        write_synthetic_dataset(photos, tmp_path / "x", config=small, amplitude_distribution="x")
+    with pytest.raises(ValueError, match="amplitude_range"):
+        write_synthetic_dataset(photos, tmp_path / "y", config=small, amplitude_range=(0, 1))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_frequencies_on_bins_within_range():
@@ -210,3 +230,31 @@ def test_region_cues_move_dry_grass_and_keep_the_sky_still():
     assert np.abs(legacy.displacement).max() < 0.5 * np.abs(clip.displacement).max()
     with pytest.raises(ValueError, match="unknown region cues 'nope'"):
         estimate_motion_regions(image, cues="nope")
+
+
+def test_make_default_data_leaves_out_the_held_out_photos(tmp_path):
+    """scripts/make_default_data.py: scikit-learn's china/flower and the examples' names are
+    never animated for training; a bad amplitude range is refused before any work."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+
+    root = Path(__file__).resolve().parents[1]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("garden.png", "china.jpg", "flower.jpg", "butterfly.jpg"):
+        cv2.imwrite(str(photos / name), green_and_blue(96, 128)[..., ::-1])
+    script = [sys.executable, str(root / "scripts" / "make_default_data.py"), "--photos",
+              str(photos), "--clips_per_photo", "1"]  # fmt: skip
+    bad = subprocess.run([*script, "--output_dir", str(tmp_path / "bad"), "--amplitude_range",
+                          "2", "1"], capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "--amplitude_range" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    done = subprocess.run([*script, "--output_dir", str(tmp_path / "out")], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert "1 photos x 1 clips" in done.stdout
+    clips = json.loads((tmp_path / "out" / "manifest.json").read_text())["clips"]
+    assert [c["video"] for c in clips] == ["0000_garden_0.mp4"]
+    assert 0.6 <= clips[0]["amplitude_px"] <= 3.0

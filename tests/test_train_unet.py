@@ -348,3 +348,140 @@ def test_sigkill_during_a_save_with_limit_1_keeps_the_previous_checkpoint(prepar
     assert resumed.returncode == 0, log
     assert "(step 1)" in log and checkpoint_steps(out) == [2]
     assert not (out / ".partial-checkpoint-2").exists()
+
+
+def test_mask_conditioning_from_a_model_without_it(prepared, tmp_path):
+    """--mask_conditioning on a --pretrained_unet without masks: the mask channels are added,
+    trained (away from their zero start) and saved; validation also runs with masks."""
+    plain = tmp_path / "plain"
+    train(prepared, plain, "--stage", "1", "--max_train_steps", "1", "--checkpointing_steps", "5")
+    masked = tmp_path / "masked"
+    train(prepared, masked, "--stage", "1", "--pretrained_unet", str(plain), "--mask_conditioning",
+          "--mask_probability", "1", "--conditioning_dropout_prob", "0", "--max_train_steps", "2",
+          "--checkpointing_steps", "2", "--validation_steps", "2")  # fmt: skip
+    unet = MotionUNet.from_pretrained(masked / "unet")
+    assert unet.config.mask_conditioning
+    assert unet.image_encoder.layers[0].weight[:, 3:].abs().sum() > 0  # trained from zero
+    (record,) = [
+        json.loads(line) for line in (masked / "validation.jsonl").read_text().splitlines()
+    ]
+    assert np.isfinite(record["val_loss"]) and np.isfinite(record["val_loss_masked"])
+    state = json.loads((masked / "checkpoint-2" / "training_state.json").read_text())
+    assert state["unet_config"]["mask_conditioning"] is True
+    # A mask-conditioned folder stays mask-conditioned without the flag.
+    again = tmp_path / "again"
+    train(prepared, again, "--stage", "1", "--pretrained_unet", str(masked), "--max_train_steps",
+          "1", "--checkpointing_steps", "5")  # fmt: skip
+    assert MotionUNet.from_pretrained(again / "unet").config.mask_conditioning
+
+
+def test_make_batch_masks_follow_probability_and_dropout(prepared):
+    """Own masks with --mask_probability, the null mask otherwise and wherever the photo is
+    dropped; flipped with the photo."""
+    from types import SimpleNamespace
+
+    from data.dataset import SpectralVolumeDataset
+    from models.motion_unet import NULL_MASK_VALUE
+
+    images, spectral, masks = train_unet.load_split(SpectralVolumeDataset(prepared, "train"))
+    assert masks.shape == (len(images), 1, CONFIG.height, CONFIG.width)
+    assert 0 <= masks.min() and masks.max() <= 1 and masks.max() > 0.5
+    codec = ResampleSpectralCodec(downsample_factor=8)
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler()
+    accelerator = SimpleNamespace(device=torch.device("cpu"), process_index=0, num_processes=1)
+    given = dropped = 0
+    for step in range(20):
+        args = SimpleNamespace(seed=0, train_batch_size=2, random_flip=True, stage=1,
+                               conditioning_dropout_prob=0.3, mask_conditioning=True,
+                               mask_probability=0.5)  # fmt: skip
+        *_, image, _, _, mask = train_unet.make_batch(
+            args, step, images, spectral, codec, scheduler, torch.Generator(), accelerator, masks
+        )
+        for i in range(2):
+            if (mask[i] == NULL_MASK_VALUE).all():
+                dropped += 1
+            else:
+                given += 1
+                assert image[i].abs().sum() > 0  # a mask is never given without the photo
+                assert 0 <= mask[i].min() and mask[i].max() <= 1
+        args.mask_conditioning = False
+        assert (
+            train_unet.make_batch(
+                args,
+                step,
+                images,
+                spectral,
+                codec,
+                scheduler,
+                torch.Generator(),
+                accelerator,
+                masks,
+            )[-1]
+            is None
+        )
+    # P(given) = 0.5 * 0.7 = 0.35 of 40 items
+    assert 5 <= given <= 25 and given + dropped == 40
+
+
+def test_motion_energy_mask_marks_where_the_clip_moves():
+    """The training mask of a clip: where its own motion is, feathered; still clips: zeros."""
+    from data.dataset import motion_energy_mask
+    from data.spectral import displacement_to_spectral
+    from data.synthetic import synthesize_oscillation
+
+    spectral = np.zeros((4, 4, 48, 64), np.float32)
+    spectral[1, 0, :, :24] = 0.8  # bin 1, x: the left part oscillates (0.8 * 2 ** 0.5 px RMS)
+    mask = motion_energy_mask(spectral)
+    assert mask.shape == (48, 64) and mask.dtype == np.float32
+    assert mask[:, :20].min() == 1.0 and mask[:, 32:].max() == 0.0
+    assert 0 < mask[24, 26] < 1  # a feathered edge
+    spectral[0] = 5.0  # the DC bin is an offset, not motion: ignored
+    np.testing.assert_array_equal(motion_energy_mask(spectral), mask)
+    assert not motion_energy_mask(spectral * 0.01).any()  # 0.01 px: a still clip
+    with pytest.raises(ValueError, match=r"\(K, 4, H, W\)"):
+        motion_energy_mask(spectral[0])
+    # a synthetic clip: the energy mask covers the region the generator let move
+    photo = textured_photo(0)
+    clip = synthesize_oscillation(photo, CONFIG, seed=0, render=False)
+    truth = clip.motion_mask > 0.5
+    energy = motion_energy_mask(displacement_to_spectral(clip.displacement, CONFIG.num_freqs)) > 0.5
+    assert truth.mean() > 0.3  # the photo has a moving region (70 %) and a still one
+    assert (truth & energy).sum() / (truth | energy).sum() > 0.8  # IoU, measured 0.96
+
+
+def test_brush_augmentation_makes_the_mask_decide_where_motion_is():
+    """--mask_augmentation: a random stroke inside the own mask; the motion outside it goes."""
+    generator = torch.Generator().manual_seed(0)
+    brush = train_unet.random_brush(6, (48, 64), generator)
+    assert brush.shape == (6, 1, 48, 64) and brush.min() == 0 and brush.max() == 1
+    covered = (brush > 0.5).float().mean(dim=(1, 2, 3))
+    assert covered.min() > 0.2 and covered.max() < 0.8  # 30-70 % drawn, feathered edge
+    spectral = torch.randn(2, 4, 4, 48, 64)
+    mask = torch.ones(2, 1, 48, 64)
+    augment = torch.tensor([True, False])
+    out, out_mask = train_unet.brush_augment(spectral, mask, augment, generator)
+    assert torch.equal(out[1], spectral[1]) and torch.equal(out_mask[1], mask[1])  # untouched
+    assert (out_mask[0] < 1).any() and (out_mask[0] > 0.99).any()
+    outside = out_mask[0, 0] == 0
+    assert outside.any() and (out[0][:, :, outside] == 0).all()  # no motion outside
+    # through make_batch: only drawn when asked, so runs without it are unchanged
+    from types import SimpleNamespace
+
+    from diffusers import DDPMScheduler
+
+    images, volumes = torch.zeros(4, 3, 48, 64), torch.randn(4, 4, 4, 48, 64).half()
+    masks = torch.ones(4, 1, 48, 64)
+    accelerator = SimpleNamespace(device=torch.device("cpu"), process_index=0, num_processes=1)
+    codec, scheduler = ResampleSpectralCodec(downsample_factor=8), DDPMScheduler()
+
+    def batch(augmentation: float):
+        args = SimpleNamespace(seed=0, train_batch_size=4, random_flip=False, stage=2,
+                               conditioning_dropout_prob=0.0, mask_conditioning=True,
+                               mask_probability=1.0, mask_augmentation=augmentation)  # fmt: skip
+        return train_unet.make_batch(args, 0, images, volumes, codec, scheduler,
+                                     torch.Generator(), accelerator, masks)  # fmt: skip
+
+    assert (batch(0.0)[-1] == 1).all()
+    assert (batch(1.0)[-1] < 1).any()
