@@ -431,6 +431,19 @@ class MotionUNet(ModelMixin, ConfigMixin):
         return MotionUNetOutput(sample=hidden)
 
 
+def _fresh_copy(unet: MotionUNet, **changes) -> MotionUNet:
+    """A freshly initialised ``MotionUNet`` of ``unet``'s config with ``changes``, on its
+    device and dtype (the weights are for the caller to copy)."""
+    config = dict(unet.config)
+    # diffusers resets keys listed here to their defaults in from_config: drop the list
+    config.pop("_use_default_values", None)
+    config.update(changes)
+    fresh = MotionUNet.from_config(config)
+    if unet.device != fresh.device or unet.dtype != fresh.dtype:
+        fresh = fresh.to(device=unet.device, dtype=unet.dtype)
+    return fresh
+
+
 def add_frequency_attention(unet: MotionUNet) -> MotionUNet:
     """Stage 1 -> stage 2: a copy of ``unet`` with fresh, zero-output frequency attention.
 
@@ -439,13 +452,7 @@ def add_frequency_attention(unet: MotionUNet) -> MotionUNet:
     """
     if unet.config.frequency_attention:
         raise ValueError("the U-Net already has frequency attention")
-    config = dict(unet.config)
-    # diffusers resets keys listed here to their defaults in from_config: drop the list
-    config.pop("_use_default_values", None)
-    config["frequency_attention"] = True
-    stage2 = MotionUNet.from_config(config)
-    if unet.device != stage2.device or unet.dtype != stage2.dtype:
-        stage2 = stage2.to(device=unet.device, dtype=unet.dtype)
+    stage2 = _fresh_copy(unet, frequency_attention=True)
     missing, unexpected = stage2.load_state_dict(unet.state_dict(), strict=False)
     if unexpected or any(not key.startswith("freq_attn_") for key in missing):
         raise RuntimeError(
@@ -463,13 +470,7 @@ def add_mask_conditioning(unet: MotionUNet) -> MotionUNet:
     """
     if unet.config.mask_conditioning:
         raise ValueError("the U-Net already has mask conditioning")
-    config = dict(unet.config)
-    # diffusers resets keys listed here to their defaults in from_config: drop the list
-    config.pop("_use_default_values", None)
-    config["mask_conditioning"] = True
-    masked = MotionUNet.from_config(config)
-    if unet.device != masked.device or unet.dtype != masked.dtype:
-        masked = masked.to(device=unet.device, dtype=unet.dtype)
+    masked = _fresh_copy(unet, mask_conditioning=True)
     state = dict(unet.state_dict())
     key = "image_encoder.layers.0.weight"
     old = state[key]  # (hidden, image_channels, 3, 3)
