@@ -26,7 +26,7 @@ from data.config import MotionConfig
 from data.images import load_image
 from generators import pick_device, plan_outputs, run_batch
 from models import SCHEDULERS
-from models.pipeline_motion import default_output_size, estimate_memory_bytes
+from models.pipeline_motion import check_finite, default_output_size, estimate_memory_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "weights" / "default"
@@ -113,12 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _finite(args: argparse.Namespace, name: str, low: float, high: float = math.inf,
             strict: bool = False) -> None:  # fmt: skip
-    value = getattr(args, name)
-    ok = math.isfinite(value) and (value > low if strict else value >= low) and value <= high
-    if not ok:
-        bound = f"> {low:g}" if strict else f">= {low:g}"
-        upper = f" and <= {high:g}" if math.isfinite(high) else ""
-        raise ValueError(f"--{name} must be a finite number {bound}{upper}, got {value}")
+    check_finite(f"--{name}", getattr(args, name), low, strict=strict, maximum=high)
 
 
 def check_args(args: argparse.Namespace) -> None:

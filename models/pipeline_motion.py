@@ -192,20 +192,18 @@ def loop_loss(disp_first: torch.Tensor, disp_last: torch.Tensor) -> torch.Tensor
     )
 
 
-def _check_finite(name: str, value: float, minimum: float, strict: bool = False) -> float:
-    """``value`` as a float, or ValueError naming ``name`` if NaN, infinite or too small."""
+def check_finite(
+    name: str, value: float, minimum: float, strict: bool = False, maximum: float = math.inf
+) -> float:
+    """``value`` as a float, or ValueError naming ``name`` if NaN, infinite or out of range
+    (``> minimum`` with ``strict``, else ``>= minimum``; ``<= maximum``)."""
     value = float(value)
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+    low_ok = value > minimum if strict else value >= minimum
+    if not (math.isfinite(value) and low_ok and value <= maximum):
         bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
+        upper = f" and <= {maximum:g}" if math.isfinite(maximum) else ""
+        raise ValueError(f"{name} must be a finite number {bound}{upper}, got {value}")
     return value
-
-
-def _pil_to_rgb(image: Image.Image) -> np.ndarray:
-    """Any PIL image (EXIF-rotated, RGBA, L, P, 16-bit, float) -> (H, W, 3) uint8 upright RGB."""
-    from data.images import to_rgb
-
-    return np.asarray(to_rgb(image))
 
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:
@@ -238,8 +236,10 @@ def to_rgb_array(item) -> np.ndarray:
         from data.images import load_image
 
         item = load_image(item)
-    if isinstance(item, Image.Image):
-        return _pil_to_rgb(item)
+    if isinstance(item, Image.Image):  # any mode, EXIF-rotated -> upright 8-bit RGB
+        from data.images import to_rgb
+
+        return np.asarray(to_rgb(item))
     if isinstance(item, np.ndarray):
         return _array_to_rgb(item)
     if isinstance(item, torch.Tensor):
@@ -1044,11 +1044,11 @@ class MotionPipeline(DiffusionPipeline):
         num_frames = config.num_frames if num_frames is None else int(num_frames)
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        guidance_scale = _check_finite("guidance_scale", guidance_scale, 0.0)
-        loop_guidance_scale = _check_finite("loop_guidance_scale", loop_guidance_scale, 0.0)
-        speed = _check_finite("speed", speed, 0.0, strict=True)
-        amplitude = _check_finite("amplitude", amplitude, 0.0)
-        fps = config.fps if fps is None else _check_finite("fps", fps, 0.0, strict=True)
+        guidance_scale = check_finite("guidance_scale", guidance_scale, 0.0)
+        loop_guidance_scale = check_finite("loop_guidance_scale", loop_guidance_scale, 0.0)
+        speed = check_finite("speed", speed, 0.0, strict=True)
+        amplitude = check_finite("amplitude", amplitude, 0.0)
+        fps = config.fps if fps is None else check_finite("fps", fps, 0.0, strict=True)
         self.resolve_renderer(renderer)  # a bad name fails before any work
 
         # seconds per stage of this call, for the command line's summary
