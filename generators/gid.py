@@ -26,7 +26,12 @@ from data.config import MotionConfig
 from data.images import load_image
 from generators import pick_device, plan_outputs, run_batch
 from models import SCHEDULERS
-from models.pipeline_motion import check_finite, default_output_size, estimate_memory_bytes
+from models.pipeline_motion import (
+    DEFAULT_MASK_PROVIDER,
+    check_finite,
+    default_output_size,
+    estimate_memory_bytes,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "weights" / "default"
@@ -71,8 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cover-crop the photo to the model's training frame (256x160)")  # fmt: skip
     parser.add_argument("--motion_mask", default=None,
                         help="PNG: white may move, black stays still, grey in between; "
-                        "'auto': computed from the photo by --mask_provider")  # fmt: skip
-    parser.add_argument("--mask_provider", default="cues",
+                        "'auto' (the default): computed from the photo by --mask_provider "
+                        "(vegetation and water move; sky, buildings, people stay still); "
+                        "'none': the model's motion everywhere")  # fmt: skip
+    parser.add_argument("--mask_provider", default=DEFAULT_MASK_PROVIDER,
                         help="what --motion_mask auto uses: cues (image cues, offline) or "
                         "segformer:FOLDER_OR_HUB_ID (a segmentation model; data/motion_masks.py)")  # fmt: skip
     parser.add_argument("--still_mask", default=None,
@@ -134,10 +141,14 @@ def check_args(args: argparse.Namespace) -> None:
     _finite(args, "loop_guidance_scale", 0.0)
     if args.motion_mask and args.still_mask:
         raise ValueError("pass --motion_mask or --still_mask, not both")
-    auto = args.motion_mask == "auto" and not Path("auto").is_file()
+    keyword = args.motion_mask in ("auto", "none") and not Path(args.motion_mask).is_file()
+    auto = (args.motion_mask is None and args.still_mask is None) or (
+        keyword and args.motion_mask == "auto"
+    )
     args.provider = args.mask_provider if auto else None
-    if auto:
+    if keyword or auto:
         args.motion_mask = None
+    if auto:
         from data.motion_masks import check_provider
 
         check_provider(args.mask_provider)

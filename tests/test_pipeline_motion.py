@@ -6,6 +6,7 @@ Every model is tiny and random, built inside the test (K=4 frequencies, T=12 fra
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from data.config import MotionConfig
 from data.spectral import FrequencyNormalizer, spectral_to_displacement
 from models.motion_unet import MotionUNet
 from models.pipeline_motion import (
+    DEFAULT_MASK_PROVIDER,
     MotionPipeline,
     MotionPipelineWarning,
     default_output_size,
@@ -83,6 +85,8 @@ def run(pipe, image, seed=0, **kwargs):
     # size and rendering are tested below
     kwargs.setdefault("crop", True)
     kwargs.setdefault("renderer", None)
+    # the model's motion everywhere; the default automatic mask is tested on its own
+    kwargs.setdefault("mask_provider", None)
     return pipe(image, generator=generator, **kwargs)
 
 
@@ -610,3 +614,60 @@ def test_mask_conditioned_pipeline_round_trip(mask_pipe, tmp_path):
     a = run(mask_pipe, rgb, crop=False, motion_mask=mask).spectral
     b = run(loaded, rgb, crop=False, motion_mask=mask).spectral
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+# ----------------------------------------------------------- motion gain, default mask
+
+
+def test_motion_gain_scales_round_trips_and_defaults_to_one(pipe, tmp_path):
+    image = photo(3)
+    plain = run(pipe, image, seed=2)
+    gained = MotionPipeline(**pipe.components, motion_config=CONFIG.to_dict(),
+                            normalization=NORMALIZER.to_dict(), motion_gain=2.5)  # fmt: skip
+    gained.set_progress_bar_config(disable=True)
+    out = run(gained, image, seed=2)
+    np.testing.assert_allclose(out.spectral, 2.5 * plain.spectral, rtol=1e-5, atol=1e-6)
+    gained.save_pretrained(tmp_path / "gained")
+    index = json.loads((tmp_path / "gained" / "model_index.json").read_text())
+    assert index["motion_gain"] == 2.5
+    assert MotionPipeline.from_pretrained(tmp_path / "gained").config.motion_gain == 2.5
+    del index["motion_gain"]  # a folder written before the gain existed
+    (tmp_path / "gained" / "model_index.json").write_text(json.dumps(index))
+    assert MotionPipeline.from_pretrained(tmp_path / "gained").config.motion_gain == 1.0
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="motion_gain"):
+            MotionPipeline(**pipe.components, motion_config=CONFIG.to_dict(),
+                           normalization=NORMALIZER.to_dict(), motion_gain=bad)  # fmt: skip
+
+
+def sky_over_grass(width=128, height=96) -> np.ndarray:
+    """Flat blue sky above textured green grass."""
+    rng = np.random.default_rng(0)
+    image = np.empty((height, width, 3), np.uint8)
+    image[: height // 2] = (110, 160, 225)
+    grass = rng.integers(0, 90, (height - height // 2, width, 1))
+    image[height // 2 :] = np.clip(np.array([40, 120, 30]) + grass - 45, 0, 255)
+    return image
+
+
+def test_default_mask_keeps_the_sky_still_and_moves_the_grass(pipe):
+    image = sky_over_grass()
+    common = dict(seed=4, crop=False, output_size=(128, 96))
+    default = run(pipe, image, mask_provider=DEFAULT_MASK_PROVIDER, **common)
+    ungated = run(pipe, image, mask_provider=None, **common)
+    energy, whole = _energy(default.displacements[0]), _energy(ungated.displacements[0])
+    sky, grass = slice(0, 40), slice(56, 96)
+    assert energy[sky].max() == 0.0  # gated: black never moves
+    assert whole[sky].mean() > 0.0  # the model alone moves the sky too
+    np.testing.assert_allclose(energy[grass].mean(), whole[grass].mean(), rtol=0.2)
+    # the pipeline's default is the automatic mask
+    assert inspect.signature(MotionPipeline.__call__).parameters["mask_provider"].default == "cues"
+
+
+def test_a_photo_with_nothing_that_may_move_is_animated_whole_with_a_warning(pipe):
+    grey = np.full((96, 128, 3), 128, np.uint8)
+    common = dict(seed=4, crop=False, output_size=(128, 96))
+    with pytest.warns(MotionPipelineWarning, match="finds nothing that may move"):
+        default = run(pipe, grey, mask_provider=DEFAULT_MASK_PROVIDER, **common)
+    ungated = run(pipe, grey, mask_provider=None, **common)
+    np.testing.assert_allclose(default.displacements, ungated.displacements, atol=1e-6)

@@ -254,6 +254,19 @@ def test_automatic_motion_mask(model_dir, tmp_path):
          "--renderer", "remap", "--save_motion")  # fmt: skip
     energy = np.square(np.load(tmp_path / "o" / "meadow_motion.npz")["spectral"]).sum(axis=(0, 1))
     assert energy[:12].sum() <= 0.02 * energy.sum() and energy[28:].sum() > 0
+    # it is the default; 'none' gives the model's motion everywhere (the sky moves too)
+    for name, extra in (("default", ()), ("none", ("--motion_mask", "none"))):
+        _run(model_dir, tmp_path / "meadow.png", tmp_path / name, "--renderer", "remap",
+             "--save_motion", *extra)  # fmt: skip
+    spectral = {
+        name: np.load(tmp_path / name / "meadow_motion.npz")["spectral"]
+        for name in ("default", "none")
+    }
+    np.testing.assert_array_equal(
+        spectral["default"], np.load(tmp_path / "o" / "meadow_motion.npz")["spectral"]
+    )
+    sky = np.square(spectral["none"]).sum(axis=(0, 1))[:12]
+    assert sky.sum() > 0.05 * np.square(spectral["none"]).sum()
     with pytest.raises(ValueError, match="unknown motion-mask provider"):
         _run(model_dir, tmp_path / "meadow.png", tmp_path / "p", "--motion_mask", "auto",
              "--mask_provider", "magic")  # fmt: skip

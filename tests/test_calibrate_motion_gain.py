@@ -1,0 +1,79 @@
+"""scripts/calibrate_motion_gain.py on a tiny pipeline and a tiny prepared folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from data.config import MotionConfig
+from data.prepare import PrepareSettings, prepare
+from data.spectral import FrequencyNormalizer
+from data.synthetic import write_synthetic_dataset
+from models.motion_unet import MotionUNet
+from models.pipeline_motion import MotionPipeline
+from models.spectral_codec import ResampleSpectralCodec
+from tests.test_prepare import textured_photo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import calibrate_motion_gain  # noqa: E402
+
+CONFIG = MotionConfig(num_frames=20, fps=10.0, num_freqs=4, width=64, height=48)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("gain_data")
+    photos = [textured_photo(seed) for seed in range(3)]
+    write_synthetic_dataset(photos, root / "videos", clips_per_photo=1, seed=5, config=CONFIG)
+    prepare(root / "videos", root / "prepared", PrepareSettings(config=CONFIG, val_fraction=0.0),
+            progress=False)  # fmt: skip
+    return root / "prepared"
+
+
+def tiny_pipeline(prepared: Path, folder: Path) -> Path:
+    torch.manual_seed(0)
+    unet = MotionUNet(num_freqs=4, latent_channels=4, block_out_channels=(8, 16),
+                      layers_per_block=1, norm_num_groups=8, attention_head_dim=8)  # fmt: skip
+    normalizer = FrequencyNormalizer.load_json(prepared / "normalization.json")
+    MotionPipeline(
+        codec=ResampleSpectralCodec(downsample_factor=8, scaling_factor=1.0),
+        unet=unet.eval(),
+        scheduler=DDIMScheduler(num_train_timesteps=100),
+        motion_config=CONFIG.to_dict(),
+        normalization=normalizer.to_dict(),
+    ).save_pretrained(folder)
+    return folder
+
+
+def test_gain_is_measured_written_and_ignores_the_current_gain(prepared, tmp_path, capsys):
+    folder = tiny_pipeline(prepared, tmp_path / "pipe")
+    argv = ["--model", str(folder), "--train_data_dir", str(prepared), "--num_clips", "2",
+            "--min_mask_fraction", "0.01"]  # fmt: skip
+    calibrate_motion_gain.main(argv)
+    assert json.loads((folder / "model_index.json").read_text())["motion_gain"] == 1.0
+    calibrate_motion_gain.main([*argv, "--write"])
+    printed = capsys.readouterr().out
+    gain = json.loads((folder / "model_index.json").read_text())["motion_gain"]
+    assert gain > 0 and f"median ratio {gain:.3f}" in printed
+    assert MotionPipeline.from_pretrained(folder).config.motion_gain == gain
+    # measured again on the calibrated pipeline: the same gain, not gain squared
+    calibrate_motion_gain.main(argv)
+    assert f"median ratio {gain:.3f}" in capsys.readouterr().out
+
+
+def test_bad_inputs(prepared, tmp_path):
+    with pytest.raises(SystemExit):
+        calibrate_motion_gain.main(["--model", str(tmp_path), "--train_data_dir", str(prepared)])
+    folder = tiny_pipeline(prepared, tmp_path / "pipe")
+    still = [{"motion_mask": torch.zeros(1, 48, 64)} for _ in range(3)]
+    with pytest.raises(ValueError, match="no training clip moves"):
+        calibrate_motion_gain.moving_clips(still, 2, 0.1)
+    with pytest.raises(SystemExit):
+        calibrate_motion_gain.main(["--model", str(folder), "--train_data_dir", str(prepared),
+                                    "--num_clips", "0"])  # fmt: skip
