@@ -15,7 +15,8 @@ Three settings of the same pipeline and seed:
 
 Per photo: ``p90``: 90th percentile of the per-pixel RMS displacement (px, about the mean
 position) inside the annotated moving region; ``still``: mean RMS on annotated still
-pixels over mean RMS on moving ones; ``corr``: Pearson correlation of the RMS with the
+pixels over mean RMS on moving ones (``px``: that mean RMS in pixels, the only figure
+of a photo annotated all still); ``corr``: Pearson correlation of the RMS with the
 annotation; for ``brush``, ``inside``: share of the motion energy (RMS^2) inside the
 brush, and ``strength``: mean RMS inside with the brush over mean RMS inside without a mask
 (at the same gain). The annotation split (``dev`` photos tuned the cues) is printed.
@@ -79,6 +80,7 @@ def held_out_photos(gpl_dir: Path) -> list[tuple[dict, np.ndarray, np.ndarray]]:
 def region_scores(rms: np.ndarray, truth: np.ndarray) -> dict:
     move, still = rms[truth], rms[~truth]
     result = {"p90": float(np.percentile(move, 90)) if move.size else float("nan")}
+    result["still_px"] = float(still.mean()) if still.size else float("nan")
     result["still"] = (
         float(still.mean() / max(move.mean(), 1e-12)) if move.size and still.size else float("nan")
     )
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.model}: motion_gain {gain:g}, mask provider {args.mask_provider}, "
           f"seeds {args.seeds}")  # fmt: skip
     header = f"{'photo':<18}{'class':<9}{'split':<8}"
-    header += "".join(f"{name + ' p90/still/corr':>26}" for name in ("model", "default"))
+    header += "".join(f"{name + ' p90/still/px/corr':>34}" for name in ("model", "default"))
     header += f"{'brush inside/strength':>24}"
     print(header)
     rows = []
@@ -157,13 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{row['photo']:<18}{row['class']:<9}{str(row['split']):<8}"
         for name in ("model", "default"):
             s = row[name]
-            line += f"{s['p90']:>10.3f}{s['still']:>8.2f}{s['corr']:>8.2f}"
+            line += f"{s['p90']:>10.3f}{s['still']:>8.2f}{s['still_px']:>8.3f}{s['corr']:>8.2f}"
         if "brush" in row:
             line += f"{row['brush']['inside']:>14.4f}{row['brush']['strength']:>10.2f}"
         print(line, flush=True)
 
     print(
-        "\nper class (mean over photos): corr model -> default; p90 model -> default; still model -> default"
+        "\nper class (mean over photos), model -> default: corr; p90 (px); still ratio; still (px)"
     )
     for name in sorted({row["class"] for row in rows}):
         group = [row for row in rows if row["class"] == name]
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<8} ({len(group)}): corr {mean('model', 'corr'):.2f} -> "
               f"{mean('default', 'corr'):.2f}; p90 {mean('model', 'p90'):.3f} -> "
               f"{mean('default', 'p90'):.3f} px; still {mean('model', 'still'):.2f} -> "
-              f"{mean('default', 'still'):.2f}")  # fmt: skip
+              f"{mean('default', 'still'):.2f}; still px {mean('model', 'still_px'):.3f} -> "
+              f"{mean('default', 'still_px'):.3f}")  # fmt: skip
     brushed = [row["brush"] for row in rows if "brush" in row]
     if brushed:
         print(f"  brush ({len(brushed)} photos): energy inside min "

@@ -10,7 +10,7 @@ sample.py's sampling defaults (DPM-Solver++, 25 steps, guidance 4, seed 0, at th
 frame, the pipeline's current gain ignored) and the 90th percentile of the per-pixel RMS
 displacement inside the mask is compared with the clip's own: ``ratio = truth / sampled``.
 The gain is the median ratio. Only training clips are used: the held-out photos judge the
-result (docs/MOTION_PRIOR.md), they never set it.
+result (docs/SAMPLING.md, "The default"), they never set it.
 
 ``--write`` stores the gain in the folder's ``model_index.json`` (atomically); without it
 the script only prints the table.
