@@ -224,7 +224,7 @@ class Demo:
         where = (
             f"with your mask: {100 * mask.mean():.0f} % may move"
             if mask is not None
-            else "the model chose what moves"
+            else "an automatic mask chose what moves: vegetation and water"
         )
         return (
             gif,
@@ -359,7 +359,7 @@ def build_demo(demo: Demo):
                 upload = gr.File(label="Photo", file_count="single", elem_id="upload")
                 gr.Examples(EXAMPLES, inputs=[upload], label="Examples")
                 editor = gr.ImageEditor(
-                    label="Paint what may move (leave empty: the model decides)",
+                    label="Paint what may move (leave empty: vegetation and water, found automatically)",
                     sources=(),
                     type="numpy",
                     layers=False,
