@@ -44,15 +44,12 @@ from bench_motion_masks import (  # noqa: E402
     sklearn_images_dir,
 )
 
+from data.spectral import rms_displacement  # noqa: E402
 from data.video import resize_cover_crop  # noqa: E402
 from models.pipeline_motion import MotionPipeline  # noqa: E402
 
 SAMPLING = {"num_inference_steps": 25, "guidance_scale": 4.0}
 MODEL_SIZE = (256, 160)
-
-
-def rms_displacement(spectral: np.ndarray) -> np.ndarray:
-    return np.sqrt(2.0 * np.square(spectral[1:]).sum(axis=(0, 1)))
 
 
 def held_out_photos(gpl_dir: Path) -> list[tuple[dict, np.ndarray, np.ndarray]]:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data.config import MotionConfig
-from data.spectral import FrequencyNormalizer
+from data.spectral import FrequencyNormalizer, rms_displacement
 
 # motion_energy_mask's rule (docs/MOTION_UNET.md): a clip whose 95th-percentile RMS
 # displacement is below STILL_CLIP_PX pixels is still (all-zero mask); otherwise the mask
@@ -46,10 +46,7 @@ def motion_energy_mask(spectral: np.ndarray) -> np.ndarray:
     """
     import cv2
 
-    spectral = np.asarray(spectral, dtype=np.float32)
-    if spectral.ndim != 4 or spectral.shape[1] != 4:
-        raise ValueError(f"spectral must be (K, 4, H, W), got {spectral.shape}")
-    rms = np.sqrt(2.0 * np.square(spectral[1:]).sum(axis=(0, 1)))
+    rms = rms_displacement(np.asarray(spectral, dtype=np.float32))
     r95 = float(np.percentile(rms, 95))
     if r95 < STILL_CLIP_PX:
         return np.zeros(rms.shape, dtype=np.float32)

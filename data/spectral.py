@@ -222,6 +222,19 @@ def displacement_at_phases(spectral: Array, phases) -> Array:
     return np.ascontiguousarray(disp, dtype=np.float32)
 
 
+def rms_displacement(spectral: np.ndarray) -> np.ndarray:
+    """Per-pixel RMS displacement about the mean position: ``(K, 4, H, W)`` px -> ``(H, W)``.
+
+    With the ``norm="forward"`` FFT of ``displacement_to_spectral``, a real signal's power
+    outside bin 0 is twice that of bins 1..K-1 (their conjugates), and bin 0 is the mean
+    offset, not motion: ``rms = sqrt(2 * sum_{k >= 1} |S_k|^2)`` over x and y.
+    """
+    spectral = np.asarray(spectral)
+    if spectral.ndim != 4 or spectral.shape[1] != 4:
+        raise ValueError(f"spectral must be (K, 4, H, W), got {spectral.shape}")
+    return np.sqrt(2.0 * np.square(spectral[1:]).sum(axis=(0, 1)))
+
+
 def _dft_matrices(num_frames: int, num_freqs: int) -> tuple[np.ndarray, np.ndarray]:
     """Real and imaginary parts of the forward-normalised DFT rows, ``(K, T)`` float64."""
     angle = 2.0 * np.pi * np.outer(np.arange(num_freqs), np.arange(num_frames)) / num_frames

@@ -32,15 +32,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.dataset import SpectralVolumeDataset  # noqa: E402
+from data.spectral import rms_displacement  # noqa: E402
 from models.pipeline_motion import MotionPipeline  # noqa: E402
 
 # sample.py's defaults (generators/gid.py)
 SAMPLING = {"num_inference_steps": 25, "guidance_scale": 4.0}
-
-
-def rms_displacement(spectral: np.ndarray) -> np.ndarray:
-    """``(K, 4, H, W)`` px -> ``(H, W)`` RMS displacement about the mean position."""
-    return np.sqrt(2.0 * np.square(spectral[1:]).sum(axis=(0, 1)))
 
 
 def moving_clips(dataset: SpectralVolumeDataset, num_clips: int, min_mask_fraction: float):
