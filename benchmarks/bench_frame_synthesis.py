@@ -2,6 +2,7 @@
 
     python benchmarks/bench_frame_synthesis.py            # default renderer size, 150 frames 256x160
     python benchmarks/bench_frame_synthesis.py --block_out_channels 32,64,96 --grid_columns 6  # reference
+    python benchmarks/bench_frame_synthesis.py --model weights/default/renderer --model NEW_DIR
 
 Prints, measured in one process on one clip (a random textured photo moved by smooth
 oscillating displacements of at most ~4 px):
@@ -12,6 +13,10 @@ oscillating displacements of at most ~4 px):
 * the share of the model's time in the encoder (once per photo), the splatting of the
   three pyramid levels and the GridNet decoder (per frame), from a loop that does what
   ``render_frames`` does with a timer around each stage.
+
+With ``--model DIR`` (repeatable), trained renderers (a fallback gate included) are timed
+instead, in turns (``--repeats`` rounds), and each one's speed is given as a ratio to the
+first one's.
 
 The load average and the process CPU time are printed: this machine is shared, so wall-clock
 figures are noisy; CPU seconds per frame vary less with the load (they still rise when
@@ -88,6 +93,31 @@ def gflop(fn, photo: np.ndarray) -> float:
     return counter.get_total_flops() / 1e9
 
 
+@torch.inference_mode()
+def compare_models(folders, frames, width, height, batch_size, repeats) -> None:
+    """Time trained renderers in turns on one clip; the median of ``repeats`` rounds each."""
+    models = [FrameSynthesisModel.from_pretrained(folder).eval() for folder in folders]
+    photo, disp = make_clip(frames, width, height)
+    print(f"clip: {frames} frames {width}x{height}, batch {batch_size}, torch threads "
+          f"{torch.get_num_threads()}, load average before {os.getloadavg()[0]:.2f}")  # fmt: skip
+    for model in models:
+        model.render_frames(photo, disp[:2], batch_size=2)  # warm-up
+    seconds = [[] for _ in models]
+    for _ in range(repeats):
+        for model, times in zip(models, seconds, strict=True):
+            start = time.perf_counter()
+            model.render_frames(photo, disp, batch_size=batch_size)
+            times.append(time.perf_counter() - start)
+    reference = float(np.median(seconds[0]))
+    for folder, model, times in zip(folders, models, seconds, strict=True):
+        median = float(np.median(times))
+        gate = "with" if model.config.get("fallback_gate", False) else "without"
+        print(f"{folder}: {frames / median:.1f} frames/s ({1000 * median / frames:.1f} ms/frame, "
+              f"median of {repeats}; {gate} fallback gate), time x{median / reference:.3f} "
+              f"of the first")  # fmt: skip
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=150)
@@ -96,8 +126,14 @@ def main() -> None:
     parser.add_argument("--channels_last", action="store_true", help="channels_last memory format")
     parser.add_argument("--block_out_channels", type=str, default="16,24,32", help="model size")
     parser.add_argument("--grid_columns", type=int, default=2)
+    parser.add_argument("--model", action="append", default=None,
+                        help="a trained FrameSynthesisModel folder (repeatable): time these")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of turns with --model")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
+    if args.model:
+        compare_models(args.model, args.frames, width, height, args.batch_size, args.repeats)
+        return
 
     torch.manual_seed(0)
     channels = tuple(int(c) for c in args.block_out_channels.split(","))
