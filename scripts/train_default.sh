@@ -79,12 +79,55 @@ if [ "${ROUND3:-0}" = 1 ]; then
     MOTION_UNET="$OUT/unet_mask"
 fi
 
-# 3. Renderer (issue 16): real video (bikes.mp4 frames 0-29 and 76-186; frames 30-75, the
-#    largest motion, 187-241 and tree.avi are held out for evaluation), the real frame
-#    pairs and layered compositions of the permissive photos, with long gaps (16-32 frames)
-#    and both play directions: sub-pixel to ~150 px of motion with disocclusions.
-#    docs/FRAME_SYNTHESIS.md explains the choices and gives the distribution.
+# 3. Renderer: real video (bikes.mp4 frames 0-186; frames 187-241 and tree.avi are held out
+#    for evaluation) and the real frame pairs; docs/FRAME_SYNTHESIS.md explains the choices.
 mkdir -p "$OUT/renderer_videos"
+python - "$DATA" "$OUT" <<'PY'
+import sys
+from pathlib import Path
+from data.video import read_video, write_mp4
+data, out = Path(sys.argv[1]), Path(sys.argv[2])
+target = out / "renderer_videos" / "bikes_frames000-186.mp4"
+if not target.exists():
+    video = read_video(data / "videos" / "bikes.mp4", drop_duplicates=False)
+    write_mp4(video.frames[:187], target, 25, quality=10)
+PY
+[ -f "$OUT/renderer/config.json" ] || NUMBA_NUM_THREADS=1 python train_frame_synthesis.py \
+    --videos "$OUT/renderer_videos" --pairs "$DATA/pairs" --max_gap 12 --window_stride 2 \
+    --cache_dir "$OUT/renderer_flow_cache" --output_dir "$OUT/renderer" --resolution 128 \
+    --train_batch_size 8 --max_train_steps 1200 --learning_rate 5e-4 --lr_warmup_steps 50 \
+    --block_out_channels 16,24,32 --grid_columns 2 --validation_steps 300 \
+    --checkpointing_steps 100 --checkpoints_total_limit 2 --resume_from_checkpoint latest
+# 3b. Fine-tune on a new schedule (EMA), then once more with the training photos animated by
+#     synthetic motion added (exact flow; their targets are softmax-splatted photos).
+[ -f "$OUT/renderer_ft/config.json" ] || NUMBA_NUM_THREADS=1 python train_frame_synthesis.py \
+    --videos "$OUT/renderer_videos" --pairs "$DATA/pairs" --max_gap 12 --window_stride 2 \
+    --cache_dir "$OUT/renderer_flow_cache" --output_dir "$OUT/renderer_ft" --resolution 128 \
+    --train_batch_size 8 --max_train_steps 3000 --learning_rate 2e-4 --lr_warmup_steps 50 \
+    --pretrained_model_name_or_path "$OUT/renderer" --use_ema --ema_decay 0.998 \
+    --validation_steps 1000 --checkpointing_steps 250 --checkpoints_total_limit 2 \
+    --resume_from_checkpoint latest
+mkdir -p "$OUT/renderer_photos"
+for photo in "$DATA"/photos/permissive/*.jpg "$OUT"/skimage_photos/*.png; do
+    [ -e "data/examples/$(basename "$photo")" ] || ln -sf "$(readlink -f "$photo")" "$OUT/renderer_photos/"
+done
+[ -f "$OUT/renderer_ft2/config.json" ] || NUMBA_NUM_THREADS=1 python train_frame_synthesis.py \
+    --videos "$OUT/renderer_videos" --pairs "$DATA/pairs" --photos "$OUT/renderer_photos" \
+    --frames_per_photo 8 --max_gap 12 --window_stride 2 \
+    --cache_dir "$OUT/renderer_flow_cache" --output_dir "$OUT/renderer_ft2" --resolution 128 \
+    --train_batch_size 8 --max_train_steps 1500 --learning_rate 1e-4 --lr_warmup_steps 20 \
+    --pretrained_model_name_or_path "$OUT/renderer_ft" --use_ema --ema_decay 0.998 \
+    --validation_steps 1500 --checkpointing_steps 250 --checkpoints_total_limit 2 \
+    --resume_from_checkpoint latest
+
+# 3c. Issue 16: the fallback gate towards average splatting (added nearly shut) and the
+#     large-motion data: bikes.mp4 frames 0-29 and 76-186 (frames 30-75, the largest
+#     motion, are left out of this stage), long gaps of 16-32 frames, both play directions,
+#     the real pairs and layered compositions of the permissive photos (sub-pixel to
+#     ~150 px of motion, disocclusions; docs/FRAME_SYNTHESIS.md gives the distribution).
+#     Run 1 trains the network with the gate at the base rate (it stays shut), run 2 lets
+#     the gate learn at 400x the rate.
+mkdir -p "$OUT/renderer_videos_lm"
 python - "$DATA" "$OUT" <<'PY'
 import sys
 from pathlib import Path
@@ -92,40 +135,27 @@ from data.video import read_video, write_mp4
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
 video = None
 for first, last in ((0, 29), (76, 186)):
-    target = out / "renderer_videos" / f"bikes_frames{first:03d}-{last:03d}.mp4"
+    target = out / "renderer_videos_lm" / f"bikes_frames{first:03d}-{last:03d}.mp4"
     if not target.exists():
         if video is None:
             video = read_video(data / "videos" / "bikes.mp4", drop_duplicates=False)
         write_mp4(video.frames[first : last + 1], target, 25, quality=10)
 PY
-RENDERER_DATA=(--videos "$OUT/renderer_videos" --pairs "$DATA/pairs" --max_gap 12 --window_stride 2
-    --long_gaps 16,24,32 --both_directions --layered "$DATA/photos/permissive"
-    --cache_dir "$OUT/renderer_flow_cache" --resolution 128 --train_batch_size 8)
-[ -f "$OUT/renderer/config.json" ] || NUMBA_NUM_THREADS=1 python train_frame_synthesis.py \
-    "${RENDERER_DATA[@]}" --output_dir "$OUT/renderer" --model_size small \
-    --max_train_steps 1200 --learning_rate 5e-4 --lr_warmup_steps 50 --validation_steps 600 \
-    --checkpointing_steps 100 --checkpoints_total_limit 2 --resume_from_checkpoint latest
-# 3b. Fine-tune on a new schedule (EMA) with the fallback gate towards average splatting
-#     (added nearly shut, learning at 50x the rate), then once more with the training
-#     photos animated by synthetic motion added (exact flow; targets are softmax-splatted).
-[ -f "$OUT/renderer_ft/config.json" ] || NUMBA_NUM_THREADS=1 python train_frame_synthesis.py \
-    "${RENDERER_DATA[@]}" --output_dir "$OUT/renderer_ft" \
-    --pretrained_model_name_or_path "$OUT/renderer" --fallback_gate --gate_lr_scale 50 \
-    --max_train_steps 3000 --learning_rate 2e-4 --lr_warmup_steps 50 --use_ema --ema_decay 0.998 \
-    --validation_steps 1500 --checkpointing_steps 250 --checkpoints_total_limit 2 \
-    --resume_from_checkpoint latest
-mkdir -p "$OUT/renderer_photos"
-for photo in "$DATA"/photos/permissive/*.jpg "$OUT"/skimage_photos/*.png; do
-    [ -e "data/examples/$(basename "$photo")" ] || ln -sf "$(readlink -f "$photo")" "$OUT/renderer_photos/"
-done
-[ -f "$OUT/renderer_ft2/config.json" ] || NUMBA_NUM_THREADS=1 python train_frame_synthesis.py \
-    "${RENDERER_DATA[@]}" --photos "$OUT/renderer_photos" --frames_per_photo 8 \
-    --output_dir "$OUT/renderer_ft2" --pretrained_model_name_or_path "$OUT/renderer_ft" \
-    --max_train_steps 1500 --learning_rate 1e-4 --lr_warmup_steps 20 --use_ema --ema_decay 0.998 \
-    --validation_steps 1500 --checkpointing_steps 250 --checkpoints_total_limit 2 \
-    --resume_from_checkpoint latest
+LARGE_MOTION=(--videos "$OUT/renderer_videos_lm" --pairs "$DATA/pairs" --layered "$DATA/photos/permissive"
+    --max_gap 12 --window_stride 2 --long_gaps 16,24,32 --both_directions
+    --cache_dir "$OUT/renderer_flow_cache" --resolution 128 --train_batch_size 8
+    --lr_warmup_steps 20 --use_ema --checkpointing_steps 100 --checkpoints_total_limit 2
+    --resume_from_checkpoint latest)
+[ -f "$OUT/renderer_gate/config.json" ] || NUMBA_NUM_THREADS=1 python train_frame_synthesis.py \
+    "${LARGE_MOTION[@]}" --output_dir "$OUT/renderer_gate" \
+    --pretrained_model_name_or_path "$OUT/renderer_ft2" --fallback_gate --gate_lr_scale 1 \
+    --max_train_steps 1400 --learning_rate 1e-4 --ema_decay 0.998 --validation_steps 700
+[ -f "$OUT/renderer_gate2/config.json" ] || NUMBA_NUM_THREADS=1 python train_frame_synthesis.py \
+    "${LARGE_MOTION[@]}" --output_dir "$OUT/renderer_gate2" \
+    --pretrained_model_name_or_path "$OUT/renderer_gate" --fallback_gate --gate_lr_scale 400 \
+    --max_train_steps 700 --learning_rate 5e-5 --ema_decay 0.995 --seed 1 --validation_steps 700
 
 # 4. Assemble weights/default: the motion pipeline (codec + U-Net + scheduler + config +
 #    normalisation) and the renderer in weights/default/renderer.
-python scripts/assemble_default.py --unet_output "$MOTION_UNET" --renderer "$OUT/renderer_ft2" \
+python scripts/assemble_default.py --unet_output "$MOTION_UNET" --renderer "$OUT/renderer_gate2" \
     --output_dir weights/default
