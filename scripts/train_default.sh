@@ -53,7 +53,7 @@ python prepare_data.py --videos "$OUT/videos_v2" --output_dir "$OUT/prepared_v2"
     --checkpointing_steps 100 --checkpoints_total_limit 2 --validation_steps 800 --seed 0 \
     --resume_from_checkpoint latest
 
-# 2d. Issue 15 (opt-in while its run is unfinished: ROUND3=1): the calibrated teacher
+# 2d. Issue 15 (opt-in, ROUND3=1: trained to step 3000 and measured, not shipped): the calibrated teacher
 #     (region cues of any colour; amplitude log-uniform 0.6-3.0 px, vegetation modes
 #     falling as f^-1.5), every permissive photo (the opencv-doc photos and frame pairs,
 #     10 scikit-image photos, tree.avi's and bikes.mp4's first frames; the examples and
