@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 # sample.py's defaults, one source: classifier-free guidance 4 (docs/SAMPLING.md: it confines
 # the motion to what should move), the renderers, DPM-Solver++ for few steps.
 from generators.gid import DEFAULT_GUIDANCE_SCALE, RENDERERS  # noqa: E402
+from models.pipeline_motion import DEFAULT_MASK_PROVIDER  # noqa: E402
 
 SCHEDULER = "dpm"
 
@@ -185,8 +186,14 @@ class Demo:
         num_frames: int,
         renderer: str = "auto",
         use_mask: bool = True,
+        auto_mask: bool = True,
     ) -> tuple[str, str, Motion, str]:
-        """Sample the motion and render the animation: ``(gif, mp4, motion, message)``."""
+        """Sample the motion and render the animation: ``(gif, mp4, motion, message)``.
+
+        Without a painted mask (or with ``use_mask`` off), ``auto_mask`` gates the motion by
+        the pipeline's automatic mask (vegetation and water); off, the model moves the whole
+        photo.
+        """
         from models.pipeline_motion import MotionPipelineWarning
 
         if photo is None:
@@ -201,12 +208,13 @@ class Demo:
         if renderer not in RENDERERS:
             raise UserError(f"renderer must be one of {', '.join(RENDERERS)}, got {renderer!r}")
         mask = mask_from_editor(editor) if use_mask else None
+        provider = DEFAULT_MASK_PROVIDER if auto_mask else None
         size = output_size(photo.shape[1], photo.shape[0], long_side)
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MotionPipelineWarning)
             out = self._call_pipeline(
-                photo, seed, num_frames, speed, amplitude, mask, loop, size, renderer
+                photo, seed, num_frames, speed, amplitude, mask, loop, size, renderer, provider
             )
         notes = "".join(
             f" Note: {w.message}." for w in caught if issubclass(w.category, MotionPipelineWarning)
@@ -225,6 +233,8 @@ class Demo:
             f"with your mask: {100 * mask.mean():.0f} % may move"
             if mask is not None
             else "an automatic mask chose what moves: vegetation and water"
+            if provider is not None
+            else "no mask: the model moves the whole photo"
         )
         return (
             gif,
@@ -236,7 +246,9 @@ class Demo:
             ),
         )
 
-    def _call_pipeline(self, photo, seed, num_frames, speed, amplitude, mask, loop, size, renderer):
+    def _call_pipeline(
+        self, photo, seed, num_frames, speed, amplitude, mask, loop, size, renderer, provider
+    ):
         """The one pipeline call of an animation (the benchmark times it alone)."""
         import torch
 
@@ -250,6 +262,7 @@ class Demo:
             speed=speed,
             amplitude=amplitude,
             motion_mask=mask,
+            mask_provider=provider,
             loop_guidance_scale=1.0 if loop else 0.0,
             output_size=size,
             renderer=renderer,
@@ -389,6 +402,9 @@ def build_demo(demo: Demo):
                 with gr.Row():
                     loop = gr.Checkbox(False, label="Seamless loop (slower)")
                     use_mask = gr.Checkbox(True, label="Use the painted mask")
+                    auto_mask = gr.Checkbox(
+                        True, label="Unpainted: only vegetation and water move (automatic mask)"
+                    )
                     renderer = gr.Dropdown(list(RENDERERS), value="auto", label="Renderer")
                 animate_button = gr.Button("Animate", variant="primary", elem_id="animate")
             with gr.Column():
@@ -424,11 +440,11 @@ def build_demo(demo: Demo):
 
         upload.change(_guard(on_upload, 3), inputs=[upload], outputs=[photo_state, editor, status])
 
-        def on_animate(photo, editor_value, amp, spd, lp, sd, side, frames, rend, masked,
+        def on_animate(photo, editor_value, amp, spd, lp, sd, side, frames, rend, masked, auto,
                        progress=TQDM_PROGRESS):  # fmt: skip
             progress(0.0, desc="sampling the motion")
             gif, mp4, motion, message = demo.animate(
-                photo, editor_value, amp, spd, lp, sd, side, frames, rend, masked
+                photo, editor_value, amp, spd, lp, sd, side, frames, rend, masked, auto
             )
             return gif, mp4, motion, motion.photo, message
 
@@ -445,6 +461,7 @@ def build_demo(demo: Demo):
                 num_frames,
                 renderer,
                 use_mask,
+                auto_mask,
             ],  # fmt: skip
             outputs=[animation, animation_mp4, motion_state, poke_target, status],
         )

@@ -97,6 +97,9 @@ def test_the_painted_layer_is_the_mask(demo):
     assert mask.shape == layer.shape[:2] and mask.sum() == 30 * 40
     animate(demo, photo, editor, use_mask=False)
     assert demo.pipe.calls[-1]["motion_mask"] is None
+    assert demo.pipe.calls[-1]["mask_provider"] == "cues"  # unpainted: the automatic mask
+    *_, message = animate(demo, photo, editor, use_mask=False, auto_mask=False)
+    assert demo.pipe.calls[-1]["mask_provider"] is None and "whole photo" in message
 
 
 @pytest.mark.parametrize(
