@@ -608,6 +608,7 @@ def run_motion_evaluation(args: argparse.Namespace) -> str:
         args.motion_data, pipeline, split=args.motion_split, out_dir=out,
         num_inference_steps=args.num_inference_steps, max_clips=args.max_clips,
         guidance_scale=args.guidance_scale,
+        mask_provider=None if args.mask_provider == "none" else args.mask_provider,
     )  # fmt: skip
     markdown = motion_table_markdown(rows)
     _write_text(out / "motion.md", markdown)
@@ -655,6 +656,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--motion_model", default=None, help="MotionPipeline folder (default: baselines only)"
     )
     p.add_argument("--motion_split", default="val", choices=["val", "train", "all"])
+    p.add_argument(
+        "--mask_provider", default="cues",
+        help="--motion_model: the automatic motion mask (sample.py's default, cues) or none "
+        "(the model's motion everywhere)",
+    )  # fmt: skip
     p.add_argument(
         "--scheduler", default=None, choices=SCHEDULERS,
         help="motion: sample with this scheduler (default: the one saved with the model)",

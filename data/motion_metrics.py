@@ -206,11 +206,14 @@ def evaluate_motion(
     seed: int = 0,
     out_dir: str | Path | None = None,
     max_clips: int | None = None,
+    mask_provider: str | None = "cues",
 ) -> list[dict]:
     """Motion metrics of a pipeline and the baselines on one split of a prepared folder.
 
     Each clip's first frame goes through ``pipeline`` (a ``MotionPipeline``; None:
-    baselines only) with ``torch.Generator().manual_seed(seed + clip index)``.
+    baselines only) with ``torch.Generator().manual_seed(seed + clip index)`` and
+    ``mask_provider`` (the pipeline's default automatic mask; None: the model's motion
+    everywhere).
 
     Args:
         data_dir: a folder written by ``prepare_data.py`` (manifest.json, clips/).
@@ -287,6 +290,7 @@ def evaluate_motion(
                 generator=generator,
                 num_frames=2,  # displacements are recomputed here; keep the call light
                 renderer=None,
+                mask_provider=mask_provider,
             )
             predictions["model"] = result.spectral[0]
         if index in half_of:

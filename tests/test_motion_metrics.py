@@ -191,11 +191,17 @@ def test_evaluate_motion_expected_amplitude_of_a_model(tmp_path):
 
     class Constant:  # a stand-in pipeline: the same volume for every photo
         motion_config = CONFIG
+        providers = []
 
         def __call__(self, image, **kwargs):
+            self.providers.append(kwargs["mask_provider"])
             return type("Out", (), {"spectral": [random_volume(13).astype(np.float64)]})()
 
-    by_method = {row["method"]: row for row in evaluate_motion(data, Constant())}
+    constant = Constant()
+    by_method = {row["method"]: row for row in evaluate_motion(data, constant)}
+    assert set(constant.providers) == {"cues"}  # what sample.py does by default
+    evaluate_motion(data, constant, mask_provider=None)
+    assert constant.providers[-1] is None
     targets = [random_volume(i).astype(np.float16).astype(np.float64) for i in (15, 16)]
     target = np.mean([amplitude(t) for t in targets], axis=0)
     expected = np.abs(amplitude(random_volume(13)) - target).mean()
