@@ -27,7 +27,8 @@ One call, step by step (see ``__call__``)::
           -> scheduler.step--> latents --decode, denormalise, crop the padding-->
         S (B, K, 4, h, w) px of the model frame
       --D[0] = 0 (frame 0 is the photo), upsample to the output size, scale to its pixels,
-        x amplitude, x the feathered motion mask--> S (B, K, 4, H, W) px
+        x motion_gain x amplitude, x the feathered motion mask (the caller's, else the
+        automatic one of ``mask_provider``)--> S (B, K, 4, H, W) px
       --Fourier series at t_n = n / fps * speed--> D (B, N, H, W, 2) px
       --renderer (learned, or a splatting baseline)--> frames (B, N, H, W, 3) uint8
 
