@@ -39,10 +39,13 @@ import numpy as np  # noqa: E402
 
 # sample.py's defaults, one source: classifier-free guidance 4 (docs/SAMPLING.md: it confines
 # the motion to what should move), the renderers, DPM-Solver++ for few steps.
-from generators.gid import DEFAULT_GUIDANCE_SCALE, RENDERERS  # noqa: E402
+from generators.gid import (  # noqa: E402
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_NUM_INFERENCE_STEPS,
+    DEFAULT_SCHEDULER,
+    RENDERERS,
+)
 from models.pipeline_motion import DEFAULT_MASK_PROVIDER  # noqa: E402
-
-SCHEDULER = "dpm"
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = REPO_ROOT / "weights" / "default"
@@ -142,7 +145,7 @@ class Demo:
         pipe: a ``MotionPipeline`` (with its renderer) on its device.
     """
 
-    def __init__(self, pipe, num_inference_steps: int = 25) -> None:
+    def __init__(self, pipe, num_inference_steps: int = DEFAULT_NUM_INFERENCE_STEPS) -> None:
         self.pipe = pipe
         self.num_inference_steps = num_inference_steps
         # GIFs and MP4s handed to the page (Gradio copies them into its own cache, which
@@ -551,7 +554,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="motion pipeline folder or hub id; the shipped weights by default")  # fmt: skip
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                         help="auto: a GPU when there is one, else the CPU")  # fmt: skip
-    parser.add_argument("--num_inference_steps", type=int, default=25,
+    parser.add_argument("--num_inference_steps", type=int, default=DEFAULT_NUM_INFERENCE_STEPS,
                         help="denoising steps per animation")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=1,
                         help="animations computed at once; the others wait in the queue")  # fmt: skip
@@ -573,7 +576,7 @@ def load_pipeline(model: str, device_name: str):
 
     device = pick_device(device_name)
     pipe = load_motion_pipeline(model, "auto", device)
-    pipe.set_scheduler(SCHEDULER)
+    pipe.set_scheduler(DEFAULT_SCHEDULER)
     return pipe, device
 
 

@@ -47,6 +47,7 @@ import torch
 from data.config import MotionConfig, parse_size
 from data.flow import estimate_flow
 from data.io_utils import atomic_write, ensure_writable_dir
+from data.motion_masks import DEFAULT_MASK_PROVIDER
 from data.video import detect_scene_cuts, read_video, resample_to_fps, shot_ranges
 from generators.gid import DEFAULT_MODEL, RENDERER_SUBFOLDER
 from models import SCHEDULERS
@@ -657,7 +658,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--motion_split", default="val", choices=["val", "train", "all"])
     p.add_argument(
-        "--mask_provider", default="cues",
+        "--mask_provider", default=DEFAULT_MASK_PROVIDER,
         help="--motion_model: the automatic motion mask (sample.py's default, cues) or none "
         "(the model's motion everywhere)",
     )  # fmt: skip

@@ -46,9 +46,17 @@ from bench_motion_masks import (  # noqa: E402
 
 from data.spectral import rms_displacement  # noqa: E402
 from data.video import resize_cover_crop  # noqa: E402
-from models.pipeline_motion import MotionPipeline  # noqa: E402
+from generators.gid import (  # noqa: E402
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_NUM_INFERENCE_STEPS,
+    DEFAULT_SCHEDULER,
+)
+from models.pipeline_motion import DEFAULT_MASK_PROVIDER, MotionPipeline  # noqa: E402
 
-SAMPLING = {"num_inference_steps": 25, "guidance_scale": 4.0}
+SAMPLING = {  # sample.py's defaults
+    "num_inference_steps": DEFAULT_NUM_INFERENCE_STEPS,
+    "guidance_scale": DEFAULT_GUIDANCE_SCALE,
+}
 MODEL_SIZE = (256, 160)
 
 
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(ROOT / "weights" / "default"))
     parser.add_argument("--gpl", default=str(ROOT.parent / "shared" / "data" / "photos" / "gpl"))
-    parser.add_argument("--mask_provider", default="cues")
+    parser.add_argument("--mask_provider", default=DEFAULT_MASK_PROVIDER)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write the rows here")
@@ -100,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
     pipe = MotionPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
-    pipe.set_scheduler("dpm")
-    gain = float(pipe.config.get("motion_gain", 1.0))
+    pipe.set_scheduler(DEFAULT_SCHEDULER)
+    gain = pipe.config.motion_gain
     photos = held_out_photos(Path(args.gpl))
     if not photos:
         print("no held-out annotated photo found", file=sys.stderr)

@@ -69,6 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.motion_masks import DEFAULT_MASK_PROVIDER
 from data.spectral import spectral_to_displacement
 
 # Mean absolute difference (images in [-1, 1]) under which two clips' first frames are the
@@ -206,7 +207,7 @@ def evaluate_motion(
     seed: int = 0,
     out_dir: str | Path | None = None,
     max_clips: int | None = None,
-    mask_provider: str | None = "cues",
+    mask_provider: str | None = DEFAULT_MASK_PROVIDER,
 ) -> list[dict]:
     """Motion metrics of a pipeline and the baselines on one split of a prepared folder.
 

@@ -42,6 +42,9 @@ RENDERER_SUBFOLDER = "renderer"
 # what moves (correlation with the vegetation mask 0.17 -> 0.41, motion energy on still
 # pixels 16 % -> 4 %; docs/SAMPLING.md) at twice the U-Net work per step.
 DEFAULT_GUIDANCE_SCALE = 4.0
+# DPM-Solver++ reaches DDIM-250 quality in 25 steps (docs/SAMPLING.md).
+DEFAULT_SCHEDULER = "dpm"
+DEFAULT_NUM_INFERENCE_STEPS = 25
 RENDERERS = ("auto", "synthesis", "softsplat", "average", "remap")
 FORMATS = ("gif", "mp4", "webp", "frames")
 # Bounds of the numeric flags, checked before any model loads.
@@ -92,8 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num_frames", type=int, default=150)
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_inference_steps", type=int, default=25)
-    parser.add_argument("--scheduler", choices=SCHEDULERS, default="dpm",
+    parser.add_argument("--num_inference_steps", type=int, default=DEFAULT_NUM_INFERENCE_STEPS)
+    parser.add_argument("--scheduler", choices=SCHEDULERS, default=DEFAULT_SCHEDULER,
                         help="dpm: DPM-Solver++ (few steps); ddim: the training-time default")  # fmt: skip
     parser.add_argument("--guidance_scale", type=float, default=DEFAULT_GUIDANCE_SCALE,
                         help="classifier-free guidance on the photo (<= 1: off)")  # fmt: skip

@@ -68,6 +68,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from data.config import SPECTRAL_CHANNELS, MotionConfig
+from data.motion_masks import DEFAULT_MASK_PROVIDER  # the automatic mask of __call__
 from data.spectral import FrequencyNormalizer, displacement_at_phases
 from data.video import resize_cover_crop
 from models import SCHEDULERS
@@ -78,11 +79,6 @@ TRAIN_UNET_HINT = (
     "+ codec/ + unet/ + scheduler/ [+ renderer/]); build one from train_unet.py's output with "
     "MotionPipeline.from_training_output(OUTPUT_DIR)"
 )
-# What decides where things move when the caller gives no mask (data/motion_masks.py):
-# image cues that find vegetation and water of any colour; IoU 0.62 with hand annotations
-# on held-out photos against 0.25 for the old teacher's (docs/MOTION_MASKS.md).
-DEFAULT_MASK_PROVIDER = "cues"
-
 # Default cap of the output's long side: the photo's own size up to this, never upscaled.
 MAX_OUTPUT_SIDE = 1024
 # The baselines of ``splatting.render_frames`` that ``renderer=`` accepts beside "synthesis".
@@ -912,7 +908,7 @@ class MotionPipeline(DiffusionPipeline):
             flat = F.interpolate(flat, size=(out_h, out_w), mode="bilinear", align_corners=False)
             spectral = flat.reshape(batch, num_freqs, channels, out_h, out_w)
         scale = torch.tensor([out_w / width, out_w / width, out_h / height, out_h / height])
-        gain = amplitude * float(self.config.get("motion_gain", 1.0))
+        gain = amplitude * self.config.motion_gain
         spectral = spectral * (scale.to(spectral) * gain).view(1, 1, 4, 1, 1)
         if gate is not None:
             spectral = spectral * torch.from_numpy(gate).to(spectral)

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -32,11 +30,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.dataset import SpectralVolumeDataset  # noqa: E402
+from data.io_utils import write_json_atomic  # noqa: E402
 from data.spectral import rms_displacement  # noqa: E402
+from generators.gid import (  # noqa: E402
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_NUM_INFERENCE_STEPS,
+    DEFAULT_SCHEDULER,
+)
 from models.pipeline_motion import MotionPipeline  # noqa: E402
 
-# sample.py's defaults (generators/gid.py)
-SAMPLING = {"num_inference_steps": 25, "guidance_scale": 4.0}
+SAMPLING = {  # sample.py's defaults
+    "num_inference_steps": DEFAULT_NUM_INFERENCE_STEPS,
+    "guidance_scale": DEFAULT_GUIDANCE_SCALE,
+}
 
 
 def moving_clips(dataset: SpectralVolumeDataset, num_clips: int, min_mask_fraction: float):
@@ -60,7 +66,7 @@ def measure_gain(pipe: MotionPipeline, items, seed: int = 0) -> tuple[float, lis
     """The median ``truth / sampled`` ratio of the 90th-percentile RMS inside each clip's
     motion mask, and one row per clip. The pipeline's own ``motion_gain`` is left out."""
     rows = []
-    gain = float(pipe.config.get("motion_gain", 1.0))
+    gain = pipe.config.motion_gain
     for item in items:
         truth = rms_displacement(item["spectral"].numpy())
         mask = item["motion_mask"].numpy()[0] > 0.5
@@ -88,11 +94,7 @@ def write_gain(folder: Path, gain: float) -> None:
     index_path = folder / "model_index.json"
     index = json.loads(index_path.read_text())
     index["motion_gain"] = round(gain, 4)
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".model_index.", suffix=".json")
-    with os.fdopen(handle, "w") as file:
-        json.dump(index, file, indent=2, sort_keys=True)
-        file.write("\n")
-    os.replace(temp, index_path)
+    write_json_atomic(index_path, index)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = SpectralVolumeDataset(args.train_data_dir, "train", normalize=False)
     pipe = MotionPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
-    pipe.set_scheduler("dpm")
+    pipe.set_scheduler(DEFAULT_SCHEDULER)
     items = moving_clips(dataset, args.num_clips, args.min_mask_fraction)
     gain, rows = measure_gain(pipe, items, args.seed)
     print(f"{'clip':<44}{'truth p90':>10}{'sampled p90':>12}{'ratio':>7}")

@@ -661,7 +661,11 @@ def test_default_mask_keeps_the_sky_still_and_moves_the_grass(pipe):
     assert whole[sky].mean() > 0.0  # the model alone moves the sky too
     np.testing.assert_allclose(energy[grass].mean(), whole[grass].mean(), rtol=0.2)
     # the pipeline's default is the automatic mask
-    assert inspect.signature(MotionPipeline.__call__).parameters["mask_provider"].default == "cues"
+    assert (
+        inspect.signature(MotionPipeline.__call__).parameters["mask_provider"].default
+        == DEFAULT_MASK_PROVIDER
+        == "cues"
+    )
 
 
 def test_a_photo_with_nothing_that_may_move_is_animated_whole_with_a_warning(pipe):
