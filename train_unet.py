@@ -34,6 +34,7 @@ continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -107,6 +108,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --mask_conditioning: of the items given a mask, this share gets a "
                         "random brush stroke inside it instead, and the motion outside the "
                         "stroke is removed (the mask then decides where motion goes)")  # fmt: skip
+    p.add_argument("--mask_lr_scale", type=float, default=1.0,
+                   help="with --mask_conditioning: each optimiser step moves the mask's input "
+                        "weights this many times as far (they start at zero beside trained "
+                        "photo weights and learn slowly at the base rate)")  # fmt: skip
     p.add_argument("--mask_probability", type=float, default=0.5,
                    help="with --mask_conditioning: give the item's own motion mask with this "
                         "probability, the null mask otherwise")  # fmt: skip
@@ -142,6 +147,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--mask_probability must be in [0, 1]")
     if not 0 <= args.mask_augmentation <= 1:
         p.error("--mask_augmentation must be in [0, 1]")
+    if not (math.isfinite(args.mask_lr_scale) and args.mask_lr_scale > 0):
+        p.error(f"--mask_lr_scale must be a finite number > 0, got {args.mask_lr_scale}")
     return args
 
 
@@ -352,6 +359,24 @@ def brush_augment(spectral: torch.Tensor, mask: torch.Tensor, augment: torch.Ten
 
 
 # ------------------------------------------------------------------------- the step
+
+
+@contextlib.contextmanager
+def scaled_mask_input_update(unet, scale: float):
+    """Multiply the change the enclosed optimiser step makes to the mask's input weights by
+    ``scale``: a learning rate of their own. Adam's step does not grow with the gradient, and
+    these weights are one slice of the photo encoder's first convolution, so the slice's
+    update is scaled after the step rather than given a parameter group."""
+    if scale == 1.0 or not unet.config.mask_conditioning:
+        yield
+        return
+    weight = unet.image_encoder.layers[0].weight
+    mask_slice = slice(unet.config.image_channels, None)
+    before = weight.detach()[:, mask_slice].clone()
+    yield
+    with torch.no_grad():
+        after = weight[:, mask_slice]
+        weight[:, mask_slice] = before + scale * (after - before)
 
 
 def make_batch(args, micro_step: int, train_images, train_spectral, codec, noise_scheduler,
@@ -605,7 +630,8 @@ def main(argv: list[str] | None = None) -> None:
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
+                with scaled_mask_input_update(unet, args.mask_lr_scale):
+                    optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad()
         if ema is not None:

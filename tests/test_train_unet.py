@@ -375,6 +375,24 @@ def test_mask_conditioning_from_a_model_without_it(prepared, tmp_path):
     assert MotionUNet.from_pretrained(again / "unet").config.mask_conditioning
 
 
+def test_mask_lr_scale_moves_only_the_mask_weights_further(prepared, tmp_path):
+    """--mask_lr_scale 10: one step moves the mask's input weights 10x as far as the same step
+    at scale 1, and every other weight exactly as far."""
+    plain = tmp_path / "plain"
+    train(prepared, plain, "--stage", "1", "--max_train_steps", "1", "--checkpointing_steps", "5")
+    steps = {}
+    for scale in ("1", "10"):
+        out = tmp_path / f"scale{scale}"
+        train(prepared, out, "--stage", "1", "--pretrained_unet", str(plain), "--mask_conditioning",
+              "--mask_probability", "1", "--conditioning_dropout_prob", "0", "--max_train_steps",
+              "1", "--checkpointing_steps", "5", "--mask_lr_scale", scale)  # fmt: skip
+        steps[scale] = MotionUNet.from_pretrained(out / "unet").image_encoder.layers[0].weight
+    base, scaled = steps["1"].detach(), steps["10"].detach()
+    assert base[:, 3:].abs().max() > 0  # the mask weights start at zero and moved
+    torch.testing.assert_close(scaled[:, 3:], 10 * base[:, 3:], rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(scaled[:, :3], base[:, :3], rtol=0, atol=0)
+
+
 def test_make_batch_masks_follow_probability_and_dropout(prepared):
     """Own masks with --mask_probability, the null mask otherwise and wherever the photo is
     dropped; flipped with the photo."""
