@@ -10,30 +10,16 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from data.config import MotionConfig
-from data.prepare import PrepareSettings, prepare
 from data.spectral import FrequencyNormalizer
-from data.synthetic import write_synthetic_dataset
 from models.motion_unet import MotionUNet
 from models.pipeline_motion import MotionPipeline
 from models.spectral_codec import ResampleSpectralCodec
-from tests.test_prepare import textured_photo
+from tests.conftest import TINY_CONFIG as CONFIG
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import calibrate_motion_gain  # noqa: E402
 
-CONFIG = MotionConfig(num_frames=20, fps=10.0, num_freqs=4, width=64, height=48)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("gain_data")
-    photos = [textured_photo(seed) for seed in range(3)]
-    write_synthetic_dataset(photos, root / "videos", clips_per_photo=1, seed=5, config=CONFIG)
-    prepare(root / "videos", root / "prepared", PrepareSettings(config=CONFIG, val_fraction=0.0),
-            progress=False)  # fmt: skip
-    return root / "prepared"
 
 
 def tiny_pipeline(prepared: Path, folder: Path) -> Path:

@@ -17,34 +17,20 @@ import torch
 
 import train_unet
 from data.config import MotionConfig
-from data.prepare import PrepareSettings, prepare
 from data.spectral import FrequencyNormalizer
-from data.synthetic import write_synthetic_dataset
 from models.motion_unet import MotionUNet
 from models.spectral_codec import ResampleSpectralCodec, load_spectral_codec, save_spectral_codec
 from models.training_utils import list_checkpoints
+from tests.conftest import TINY_CONFIG as CONFIG
 from tests.test_prepare import textured_photo
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = MotionConfig(num_frames=20, fps=10.0, num_freqs=4, width=64, height=48)
 TINY = ["--codec", "resample:8", "--block_out_channels", "8", "16", "--layers_per_block", "1",
         "--norm_num_groups", "8", "--attention_head_dim", "8", "--train_batch_size", "2",
         "--report_to", "none", "--validation_steps", "0", "--lr_warmup_steps", "0",
         "--learning_rate", "1e-3"]  # fmt: skip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """A prepare_data folder of 4 synthetic clips (3 train, 1 val) at 64x48, K = 4."""
-    root = tmp_path_factory.mktemp("unet_data")
-    photos = [textured_photo(seed) for seed in range(4)]
-    write_synthetic_dataset(photos, root / "videos", clips_per_photo=1, seed=3, config=CONFIG)
-    settings = PrepareSettings(config=CONFIG, val_fraction=0.25)
-    manifest = prepare(root / "videos", root / "prepared", settings, progress=False)
-    assert manifest["counts"]["train"] >= 2
-    return root / "prepared"
 
 
 def train(data: Path, out: Path, *extra: str) -> None:
