@@ -142,24 +142,8 @@ def check_args(args: argparse.Namespace) -> None:
     _finite(args, "amplitude", 0.0)
     _finite(args, "guidance_scale", 0.0)
     _finite(args, "loop_guidance_scale", 0.0)
-    if args.motion_mask and args.still_mask:
-        raise ValueError("pass --motion_mask or --still_mask, not both")
-    keyword = args.motion_mask in ("auto", "none") and not Path(args.motion_mask).is_file()
-    auto = (args.motion_mask is None and args.still_mask is None) or (
-        keyword and args.motion_mask == "auto"
-    )
-    args.provider = args.mask_provider if auto else None
-    if keyword or auto:
-        args.motion_mask = None
-    if auto:
-        from data.motion_masks import check_provider
-
-        check_provider(args.mask_provider)
-    for name in ("motion_mask", "still_mask"):
-        path = getattr(args, name)
-        if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(f"--{name} {path}: no such file")
-    args.mask = _mask_argument(args)  # read once, refused here if unreadable or all still
+    # Read once, refused here if missing, unreadable or all still.
+    args.mask, args.provider = _resolve_motion_mask(args)
     from models.interactive_dynamics import DEFAULT_DAMPING, parse_poke
 
     args.pokes = [parse_poke(text) for text in args.poke or []]
@@ -306,21 +290,38 @@ def image_size_on_disk(photo: Path) -> tuple[int, int] | None:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def _mask_argument(args: argparse.Namespace) -> np.ndarray | None:
-    """``--motion_mask`` (white may move) or ``--still_mask`` inverted, as ``(h, w)`` in [0, 1]."""
+def _resolve_motion_mask(args: argparse.Namespace) -> tuple[np.ndarray | None, str | None]:
+    """What decides where things move: ``(mask, provider)``.
+
+    ``--motion_mask PNG`` (white may move) or ``--still_mask PNG`` (inverted) gives a mask in
+    [0, 1]; ``--motion_mask auto`` or neither flag gives ``--mask_provider`` (checked here, run
+    by the pipeline); ``--motion_mask none`` gives neither. A file named "auto" or "none" is
+    read as a file.
+    """
     from models.pipeline_motion import read_mask
 
-    if args.motion_mask:
-        moving = read_mask(args.motion_mask, f"--motion_mask {args.motion_mask}")
-        if moving.max() <= 1.0 / 255.0:
-            raise ValueError(f"--motion_mask {args.motion_mask} is all black: nothing may move")
-        return moving
-    if args.still_mask:
-        moving = 1.0 - read_mask(args.still_mask, f"--still_mask {args.still_mask}")
-        if moving.max() <= 1.0 / 255.0:
-            raise ValueError(f"--still_mask {args.still_mask} is all white: nothing may move")
-        return moving
-    return None
+    if args.motion_mask and args.still_mask:
+        raise ValueError("pass --motion_mask or --still_mask, not both")
+    keyword = args.motion_mask in ("auto", "none") and not Path(args.motion_mask).is_file()
+    no_flag = args.motion_mask is None and args.still_mask is None
+    if no_flag or (keyword and args.motion_mask == "auto"):
+        from data.motion_masks import check_provider
+
+        check_provider(args.mask_provider)
+        return None, args.mask_provider
+    if keyword:  # "none"
+        return None, None
+    name, path = (
+        ("motion_mask", args.motion_mask) if args.motion_mask else ("still_mask", args.still_mask)
+    )
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--{name} {path}: no such file")
+    mask = read_mask(path, f"--{name} {path}")
+    moving = mask if name == "motion_mask" else 1.0 - mask
+    if moving.max() <= 1.0 / 255.0:
+        colour = "black" if name == "motion_mask" else "white"
+        raise ValueError(f"--{name} {path} is all {colour}: nothing may move")
+    return moving, None
 
 
 def animate(args: argparse.Namespace, pipeline, photo: Path, out_path: Path, timings) -> str:

@@ -207,6 +207,7 @@ def _masks(tmp_path):
     Image.fromarray(left_black).save(tmp_path / "move_right.png")
     Image.fromarray(255 - left_black).save(tmp_path / "still_right.png")
     Image.fromarray(np.zeros((40, 48), np.uint8)).save(tmp_path / "black.png")
+    Image.fromarray(np.full((40, 48), 255, np.uint8)).save(tmp_path / "white.png")
 
 
 def test_motion_and_still_masks_keep_the_black_side_still(model_dir, photos, tmp_path):
@@ -225,6 +226,23 @@ def test_motion_and_still_masks_keep_the_black_side_still(model_dir, photos, tmp
     with pytest.raises(ValueError, match="not both"):
         _run(model_dir, photos / "leaf.png", tmp_path / "c", "--motion_mask",
              str(tmp_path / "black.png"), "--still_mask", str(tmp_path / "black.png"))  # fmt: skip
+    with pytest.raises(ValueError, match="all white"):
+        _run(model_dir, photos / "leaf.png", tmp_path / "w", "--still_mask",
+             str(tmp_path / "white.png"))  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="--still_mask .*gone.png: no such file"):
+        _run(model_dir, photos / "leaf.png", tmp_path / "g", "--still_mask",
+             str(tmp_path / "gone.png"))  # fmt: skip
+
+
+def test_a_mask_file_named_like_a_keyword_is_read_as_a_file(model_dir, photos, tmp_path,
+                                                           monkeypatch):  # fmt: skip
+    _masks(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "none").write_bytes((tmp_path / "move_right.png").read_bytes())
+    _run(model_dir, photos / "leaf.png", tmp_path / "o", "--renderer", "remap", "--amplitude",
+         "3", "--motion_mask", "none", "--save_motion")  # fmt: skip
+    energy = np.square(np.load(tmp_path / "o" / "leaf_motion.npz")["spectral"]).sum(axis=(0, 1))
+    assert energy[:, :24].sum() == 0 and energy[:, 30:].sum() > 0
 
 
 def test_frames_overwrite_leaves_no_frame_of_an_earlier_run(model_dir, photos, tmp_path):
