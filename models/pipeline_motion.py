@@ -551,7 +551,9 @@ class MotionPipeline(DiffusionPipeline):
     def from_training_output(
         cls, output_dir: str | Path, scheduler: str = "ddim", renderer=None
     ) -> MotionPipeline:
-        """Assemble a pipeline from ``train_unet.py``'s ``output_dir/{unet,scheduler,codec}``.
+        """Assemble a pipeline from ``train_unet.py``'s ``output_dir/{unet,scheduler,codec}``,
+        with the ``motion_gain`` of its ``model_index.json`` (``scripts/calibrate_motion_gain.py
+        --write`` stores it there; 1.0 if absent).
 
         Args:
             scheduler: a name of ``SCHEDULERS`` (default ``"ddim"``; ``"ddpm"`` is the
@@ -574,6 +576,8 @@ class MotionPipeline(DiffusionPipeline):
         codec, motion_config, normalizer = load_spectral_codec(output_dir / "codec")
         unet = MotionUNet.from_pretrained(output_dir / "unet")
         trained = DDPMScheduler.from_pretrained(output_dir / "scheduler")
+        index_path = output_dir / "model_index.json"
+        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
         return cls(
             codec=codec,
             unet=unet,
@@ -581,6 +585,7 @@ class MotionPipeline(DiffusionPipeline):
             renderer=renderer,
             motion_config=motion_config.to_dict(),
             normalization=normalizer.to_dict(),
+            motion_gain=index.get("motion_gain", 1.0),
         )
 
     def set_scheduler(self, name: str) -> None:

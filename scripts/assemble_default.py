@@ -21,7 +21,7 @@ from models.frame_synthesis import FrameSynthesisModel  # noqa: E402
 from models.pipeline_motion import MotionPipeline  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--unet_output", required=True, help="a finished train_unet.py output_dir")
     parser.add_argument("--renderer", help="a FrameSynthesisModel folder (save_pretrained)")
@@ -31,19 +31,20 @@ def main() -> None:
         "--out", dest="output_dir", help=argparse.SUPPRESS, default=argparse.SUPPRESS
     )
     parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.output_dir is None:
         parser.error("--output_dir is required")
 
     out = Path(args.output_dir)
-    if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
-            raise SystemExit(f"error: {out} is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise SystemExit(f"error: {out} is not empty; pass --overwrite to replace it")
+    # Load everything before anything is deleted: the renderer may live inside --output_dir.
     renderer = FrameSynthesisModel.from_pretrained(args.renderer) if args.renderer else None
     pipeline = MotionPipeline.from_training_output(
         args.unet_output, scheduler="ddim", renderer=renderer
     )
+    if out.exists():
+        shutil.rmtree(out)
     pipeline.save_pretrained(out)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {out} ({size / 1e6:.1f} MB)")

@@ -379,6 +379,34 @@ def test_mask_lr_scale_moves_only_the_mask_weights_further(prepared, tmp_path):
     torch.testing.assert_close(scaled[:, :3], base[:, :3], rtol=0, atol=0)
 
 
+def test_assemble_default_can_take_the_renderer_from_the_folder_it_replaces(prepared, tmp_path):
+    """scripts/assemble_default.py --overwrite with --renderer inside --output_dir (how the
+    shipped folder is rebuilt around its renderer): loaded before the folder is replaced; the
+    training output's calibrated motion_gain is kept."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import assemble_default
+
+    from models.frame_synthesis import FrameSynthesisModel
+    from models.pipeline_motion import MotionPipeline
+
+    out = tmp_path / "unet"
+    train(prepared, out, "--stage", "1", "--max_train_steps", "1", "--checkpointing_steps", "5")
+    index = json.loads((out / "model_index.json").read_text())
+    (out / "model_index.json").write_text(json.dumps({**index, "motion_gain": 2.5}))  # calibrated
+    folder = tmp_path / "model"
+    FrameSynthesisModel(block_out_channels=(4, 4), grid_columns=2).save_pretrained(
+        folder / "renderer"
+    )
+    (folder / "stale.txt").write_text("from before")
+    with pytest.raises(SystemExit, match="not empty"):
+        assemble_default.main(["--unet_output", str(out), "--output_dir", str(folder)])
+    assemble_default.main(["--unet_output", str(out), "--renderer", str(folder / "renderer"),
+                           "--output_dir", str(folder), "--overwrite"])  # fmt: skip
+    assert not (folder / "stale.txt").exists()
+    pipe = MotionPipeline.from_pretrained(folder)
+    assert pipe.renderer is not None and pipe.config.motion_gain == 2.5  # the gain carried over
+
+
 def test_make_batch_masks_follow_probability_and_dropout(prepared):
     """Own masks with --mask_probability, the null mask otherwise and wherever the photo is
     dropped; flipped with the photo."""
