@@ -124,6 +124,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="replace the photo by zeros (and the mask by the null mask) with this "
                         "probability (for CFG)")  # fmt: skip
     # data
+    p.add_argument("--min_moving_fraction", type=float, default=0.0,
+                   help="train only on clips whose own motion mask covers at least this share "
+                        "of the frame (0: every clip); validation keeps every clip")  # fmt: skip
     p.add_argument("--random_flip", action="store_true", help="mirror photo and motion left-right")
     p.add_argument("--codec_scaling_samples", type=int, default=32,
                    help="training volumes for the resample codec's 1/std")  # fmt: skip
@@ -147,6 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--mask_probability must be in [0, 1]")
     if not 0 <= args.mask_augmentation <= 1:
         p.error("--mask_augmentation must be in [0, 1]")
+    if not 0 <= args.min_moving_fraction < 1:
+        p.error(f"--min_moving_fraction must be in [0, 1), got {args.min_moving_fraction}")
     if not (math.isfinite(args.mask_lr_scale) and args.mask_lr_scale > 0):
         p.error(f"--mask_lr_scale must be a finite number > 0, got {args.mask_lr_scale}")
     return args
@@ -550,6 +555,20 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {data_dir} has no training clips")
     # (N, 3, H, W), (N, K, 4, H, W), (N, 1, H, W)
     train_images, train_spectral, train_masks = load_split(train_set)
+    if args.min_moving_fraction > 0:
+        moving = (train_masks > 0.5).float().mean(dim=(1, 2, 3)) >= args.min_moving_fraction
+        if not moving.any():
+            raise SystemExit(
+                f"error: no training clip of {data_dir} moves over {args.min_moving_fraction:.0%}"
+                " of its frame; lower --min_moving_fraction"
+            )
+        logger.info(
+            f"--min_moving_fraction {args.min_moving_fraction:g}: {int(moving.sum())} of "
+            f"{len(moving)} training clips move enough"
+        )
+        train_images, train_spectral, train_masks = (
+            train_images[moving], train_spectral[moving], train_masks[moving]
+        )  # fmt: skip
     val_set = SpectralVolumeDataset(data_dir, "val")
     val_source = val_set if len(val_set) else train_set
     val_items = [val_source[i] for i in range(min(len(val_source), args.num_validation_volumes))]
@@ -568,7 +587,7 @@ def main(argv: list[str] | None = None) -> None:
         clip_sample=False,
     )
     global_batch = args.train_batch_size * accelerator.num_processes
-    steps_per_epoch = max(1, len(train_set) // global_batch) / args.gradient_accumulation_steps
+    steps_per_epoch = max(1, len(train_images) // global_batch) / args.gradient_accumulation_steps
     max_train_steps = args.max_train_steps or math.ceil(args.num_train_epochs * steps_per_epoch)
     optimizer, lr_scheduler = create_optimizer_and_scheduler(
         args, unet.parameters(), max_train_steps, accelerator.num_processes
@@ -587,6 +606,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     if unet.config.mask_conditioning:  # only then, so checkpoints of before still resume
         state["unet_config"]["mask_conditioning"] = True
+    if args.min_moving_fraction > 0:  # the same: only then
+        state["min_moving_fraction"] = args.min_moving_fraction
     checkpoint = resolve_checkpoint(args)  # None: a new run ("latest" with nothing saved yet)
     global_step = 0
     if checkpoint is not None:
@@ -596,7 +617,7 @@ def main(argv: list[str] | None = None) -> None:
     num_params = sum(p.numel() for p in unet.parameters())
     logger.info(
         f"stage {args.stage}{' (mask-conditioned)' if unet.config.mask_conditioning else ''}: "
-        f"{num_params / 1e6:.2f} M parameters, {len(train_set)} training "
+        f"{num_params / 1e6:.2f} M parameters, {len(train_images)} training "
         f"volumes, {accelerator.num_processes} process(es), batch {args.train_batch_size} x "
         f"{args.gradient_accumulation_steps} accumulation, {max_train_steps} steps, from step "
         f"{global_step}"

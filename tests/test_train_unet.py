@@ -407,6 +407,36 @@ def test_assemble_default_can_take_the_renderer_from_the_folder_it_replaces(prep
     assert pipe.renderer is not None and pipe.config.motion_gain == 2.5  # the gain carried over
 
 
+def test_min_moving_fraction_leaves_still_clips_out(prepared, tmp_path, caplog, monkeypatch):
+    """--min_moving_fraction: only clips whose own mask covers that share train; a value no
+    clip reaches is a clear error; the value is part of what a resume must match."""
+    load_split = train_unet.load_split
+    still = []  # indices of the training clips made still (their masks emptied)
+
+    def with_still_clips(dataset):
+        images, spectral, masks = load_split(dataset)
+        masks[still] = 0.0
+        return images, spectral, masks
+
+    monkeypatch.setattr(train_unet, "load_split", with_still_clips)
+    still[:] = [0]
+    out = tmp_path / "moving"
+    with caplog.at_level("INFO"):
+        train(prepared, out, "--stage", "1", "--max_train_steps", "1", "--checkpointing_steps",
+              "1", "--min_moving_fraction", "0.05")  # fmt: skip
+    assert "--min_moving_fraction 0.05: 2 of 3 training clips move enough" in caplog.text
+    assert "2 training volumes" in caplog.text
+    state = json.loads((out / "checkpoint-1" / "training_state.json").read_text())
+    assert state["min_moving_fraction"] == 0.05
+    still[:] = [0, 1, 2]
+    with pytest.raises(SystemExit, match="lower --min_moving_fraction"):
+        train(prepared, tmp_path / "none", "--stage", "1", "--max_train_steps", "1",
+              "--min_moving_fraction", "0.05")  # fmt: skip
+    with pytest.raises(SystemExit):
+        train_unet.parse_args(["--train_data_dir", "x", "--codec", "resample:8",
+                               "--min_moving_fraction", "1"])  # fmt: skip
+
+
 def test_make_batch_masks_follow_probability_and_dropout(prepared):
     """Own masks with --mask_probability, the null mask otherwise and wherever the photo is
     dropped; flipped with the photo."""
