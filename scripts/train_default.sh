@@ -53,22 +53,23 @@ python prepare_data.py --videos "$OUT/videos_v2" --output_dir "$OUT/prepared_v2"
     --checkpointing_steps 100 --checkpoints_total_limit 2 --validation_steps 800 --seed 0 \
     --resume_from_checkpoint latest
 
-# 2d. Issue 15 (opt-in, ROUND3=1: trained to step 3000 and measured, not shipped): the calibrated teacher
-#     (region cues of any colour; amplitude log-uniform 0.6-3.0 px, vegetation modes
-#     falling as f^-1.5), every permissive photo (the opencv-doc photos and frame pairs,
-#     10 scikit-image photos, tree.avi's and bikes.mp4's first frames; the examples and
-#     scikit-learn's china/flower are held out), 14 copies each; then stage 2 goes on from
-#     2c with mask conditioning (the mask channels start at zero weights; each clip's own
-#     motion mask is given half of the time, half of those cut by a random brush stroke).
-#     docs/MODEL_CARD.md says where this run stands.
+# 2d. Issue 15: round-3 data: the calibrated teacher (region cues of any colour; amplitude
+#     log-uniform 0.6-3.0 px, vegetation modes falling as f^-1.5), every permissive photo
+#     (the opencv-doc photos and frame pairs, 10 scikit-image photos, tree.avi's and
+#     bikes.mp4's first frames; the examples and scikit-learn's china/flower are held out),
+#     14 copies each. The shipped U-Net's motion_gain is measured on it (step 4).
+python scripts/make_default_data.py --photos "$DATA/photos/permissive" \
+    "$DATA/pairs/basketball1.png" "$DATA/pairs/rubberwhale1.png" "$DATA/pairs/leuvenB.jpg" \
+    --skimage --video_frames "$DATA/videos/tree.avi" "$DATA/videos/bikes.mp4" \
+    --variants_per_photo 14 --output_dir "$OUT/videos_v3" --clips_per_photo 1 --seed 3
+python prepare_data.py --videos "$OUT/videos_v3" --output_dir "$OUT/prepared_v3" \
+    --num_workers 1 --val_fraction 0.05 --min_distinct_fraction 0 --no_progress
+# 2e. (opt-in, ROUND3=1: trained to step 3000 and measured, not shipped) stage 2 goes on
+#     from 2c with mask conditioning (the mask channels start at zero weights; each clip's
+#     own motion mask is given half of the time, half of those cut by a random brush
+#     stroke). Rounds 4 and 5 and why none shipped yet: docs/MODEL_CARD.md.
 MOTION_UNET="$OUT/unet_stage2"
 if [ "${ROUND3:-0}" = 1 ]; then
-    python scripts/make_default_data.py --photos "$DATA/photos/permissive" \
-        "$DATA/pairs/basketball1.png" "$DATA/pairs/rubberwhale1.png" "$DATA/pairs/leuvenB.jpg" \
-        --skimage --video_frames "$DATA/videos/tree.avi" "$DATA/videos/bikes.mp4" \
-        --variants_per_photo 14 --output_dir "$OUT/videos_v3" --clips_per_photo 1 --seed 3
-    python prepare_data.py --videos "$OUT/videos_v3" --output_dir "$OUT/prepared_v3" \
-        --num_workers 1 --val_fraction 0.05 --min_distinct_fraction 0 --no_progress
     [ -d "$OUT/unet_mask/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared_v3" \
         --codec resample:8 --output_dir "$OUT/unet_mask" --stage 2 --pretrained_unet "$OUT/unet_stage2" \
         --mask_conditioning --mask_probability 0.5 --mask_augmentation 0.5 \
@@ -158,4 +159,8 @@ LARGE_MOTION=(--videos "$OUT/renderer_videos_lm" --pairs "$DATA/pairs" --layered
 # 4. Assemble weights/default: the motion pipeline (codec + U-Net + scheduler + config +
 #    normalisation) and the renderer in weights/default/renderer.
 python scripts/assemble_default.py --unet_output "$MOTION_UNET" --renderer "$OUT/renderer_gate2" \
-    --output_dir weights/default
+    --output_dir weights/default --overwrite
+# The U-Net's samples are weaker than its data: measure the correction on training clips
+# (never on held-out photos) and store it as the pipeline's motion_gain (docs/SAMPLING.md).
+python scripts/calibrate_motion_gain.py --model weights/default \
+    --train_data_dir "$OUT/prepared_v3" --num_clips 24 --write
