@@ -46,17 +46,10 @@ from bench_motion_masks import (  # noqa: E402
 
 from data.spectral import rms_displacement  # noqa: E402
 from data.video import resize_cover_crop  # noqa: E402
-from generators.gid import (  # noqa: E402
-    DEFAULT_GUIDANCE_SCALE,
-    DEFAULT_NUM_INFERENCE_STEPS,
-    DEFAULT_SCHEDULER,
-)
+from generators.gid import DEFAULT_SAMPLING as SAMPLING  # noqa: E402
+from generators.gid import DEFAULT_SCHEDULER  # noqa: E402
 from models.pipeline_motion import DEFAULT_MASK_PROVIDER, MotionPipeline  # noqa: E402
 
-SAMPLING = {  # sample.py's defaults
-    "num_inference_steps": DEFAULT_NUM_INFERENCE_STEPS,
-    "guidance_scale": DEFAULT_GUIDANCE_SCALE,
-}
 MODEL_SIZE = (256, 160)
 
 

@@ -45,6 +45,11 @@ DEFAULT_GUIDANCE_SCALE = 4.0
 # DPM-Solver++ reaches DDIM-250 quality in 25 steps (docs/SAMPLING.md).
 DEFAULT_SCHEDULER = "dpm"
 DEFAULT_NUM_INFERENCE_STEPS = 25
+# The pipeline keywords of sample.py's sampling (the scheduler is set on the pipeline).
+DEFAULT_SAMPLING = {
+    "num_inference_steps": DEFAULT_NUM_INFERENCE_STEPS,
+    "guidance_scale": DEFAULT_GUIDANCE_SCALE,
+}
 RENDERERS = ("auto", "synthesis", "softsplat", "average", "remap")
 FORMATS = ("gif", "mp4", "webp", "frames")
 # Bounds of the numeric flags, checked before any model loads.

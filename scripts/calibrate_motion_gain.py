@@ -32,17 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.dataset import SpectralVolumeDataset  # noqa: E402
 from data.io_utils import write_json_atomic  # noqa: E402
 from data.spectral import rms_displacement  # noqa: E402
-from generators.gid import (  # noqa: E402
-    DEFAULT_GUIDANCE_SCALE,
-    DEFAULT_NUM_INFERENCE_STEPS,
-    DEFAULT_SCHEDULER,
-)
+from generators.gid import DEFAULT_SAMPLING as SAMPLING  # noqa: E402
+from generators.gid import DEFAULT_SCHEDULER  # noqa: E402
 from models.pipeline_motion import MotionPipeline  # noqa: E402
-
-SAMPLING = {  # sample.py's defaults
-    "num_inference_steps": DEFAULT_NUM_INFERENCE_STEPS,
-    "guidance_scale": DEFAULT_GUIDANCE_SCALE,
-}
 
 
 def moving_clips(dataset: SpectralVolumeDataset, num_clips: int, min_mask_fraction: float):
