@@ -108,6 +108,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --mask_conditioning: of the items given a mask, this share gets a "
                         "random brush stroke inside it instead, and the motion outside the "
                         "stroke is removed (the mask then decides where motion goes)")  # fmt: skip
+    p.add_argument("--mask_slack", type=float, default=0.0,
+                   help="with --mask_conditioning: of the items given their own mask (and no "
+                        "brush stroke), this share gets a mask widened by a random region that "
+                        "does not move, so the mask says 'may move', not 'moves' (automatic "
+                        "masks also cover still things: the photo must decide inside them)")  # fmt: skip
     p.add_argument("--mask_lr_scale", type=float, default=1.0,
                    help="with --mask_conditioning: each optimiser step moves the mask's input "
                         "weights this many times as far (they start at zero beside trained "
@@ -150,6 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--mask_probability must be in [0, 1]")
     if not 0 <= args.mask_augmentation <= 1:
         p.error("--mask_augmentation must be in [0, 1]")
+    if not 0 <= args.mask_slack <= 1:
+        p.error(f"--mask_slack must be in [0, 1], got {args.mask_slack}")
     if not 0 <= args.min_moving_fraction < 1:
         p.error(f"--min_moving_fraction must be in [0, 1), got {args.min_moving_fraction}")
     if not (math.isfinite(args.mask_lr_scale) and args.mask_lr_scale > 0):
@@ -363,6 +370,22 @@ def brush_augment(spectral: torch.Tensor, mask: torch.Tensor, augment: torch.Ten
     return spectral * gate[:, None], mask * gate
 
 
+def widen_mask(mask: torch.Tensor, widen: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Where ``widen`` (B,) is True, the mask becomes ``max(mask, region)`` for a random region
+    (``random_brush``) while the motion stays as it is: "may move" covers still things too,
+    as an automatic mask does (the cues mark a green wall or a grey sky's reflection), and
+    the model must learn from the photo which parts of the mask move.
+
+    Args:
+        mask: ``(B, 1, H, W)`` in [0, 1]; widen: ``(B,)`` bool.
+
+    Returns:
+        ``(B, 1, H, W)``, changed only where ``widen``.
+    """
+    region = random_brush(mask.shape[0], tuple(mask.shape[-2:]), generator)
+    return torch.where(widen[:, None, None, None], torch.maximum(mask, region), mask)
+
+
 # ------------------------------------------------------------------------- the step
 
 
@@ -426,6 +449,12 @@ def make_batch(args, micro_step: int, train_images, train_spectral, codec, noise
         if getattr(args, "mask_augmentation", 0.0) > 0:  # drawn only then (same reason)
             augment = keep & (torch.rand(batch, generator=generator) < args.mask_augmentation)
             spectral, mask = brush_augment(spectral, mask, augment, generator)
+            keep_whole = keep & ~augment
+        else:
+            keep_whole = keep
+        if getattr(args, "mask_slack", 0.0) > 0:  # drawn only then (same reason)
+            slack = keep_whole & (torch.rand(batch, generator=generator) < args.mask_slack)
+            mask = widen_mask(mask, slack, generator)
         keep = keep[:, None, None, None]
         mask = torch.where(keep, mask, torch.full_like(mask, NULL_MASK_VALUE))
     timesteps = torch.randint(

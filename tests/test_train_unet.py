@@ -547,3 +547,43 @@ def test_brush_augmentation_makes_the_mask_decide_where_motion_is():
 
     assert (batch(0.0)[-1] == 1).all()
     assert (batch(1.0)[-1] < 1).any()
+
+
+def test_mask_slack_widens_the_mask_and_keeps_the_motion():
+    """--mask_slack: the given mask also covers a random still region; the motion is untouched
+    (the mask says "may move"); items with a brush stroke or no mask are left alone."""
+    generator = torch.Generator().manual_seed(0)
+    mask = torch.zeros(2, 1, 48, 64)
+    mask[..., :16] = 1.0
+    widened = train_unet.widen_mask(mask, torch.tensor([True, False]), generator)
+    assert torch.equal(widened[1], mask[1])
+    assert (widened[0] >= mask[0]).all() and (widened[0, :, :, 16:] > 0.5).any()
+    from types import SimpleNamespace
+
+    from diffusers import DDPMScheduler
+
+    images, volumes = torch.zeros(4, 3, 48, 64), torch.randn(4, 4, 4, 48, 64).half()
+    masks = mask[:1].expand(4, -1, -1, -1).clone()
+    accelerator = SimpleNamespace(device=torch.device("cpu"), process_index=0, num_processes=1)
+    codec, scheduler = ResampleSpectralCodec(downsample_factor=8), DDPMScheduler()
+
+    def batch(slack: float, augmentation: float = 0.0):
+        args = SimpleNamespace(seed=0, train_batch_size=4, random_flip=False, stage=2,
+                               conditioning_dropout_prob=0.0, mask_conditioning=True,
+                               mask_probability=1.0, mask_augmentation=augmentation,
+                               mask_slack=slack)  # fmt: skip
+        return train_unet.make_batch(args, 0, images, volumes, codec, scheduler,
+                                     torch.Generator(), accelerator, masks)  # fmt: skip
+
+    plain, slack = batch(0.0), batch(1.0)
+    assert torch.equal(plain[-1], masks)
+    assert (slack[-1] >= masks).all() and (slack[-1][..., 16:] > 0.5).any()
+    # with every item brushed, none is widened: a stroke stays inside the own mask
+    brushed = batch(1.0, augmentation=1.0)[-1]
+    assert (brushed[..., 16:] == 0).all()
+
+
+def test_mask_slack_out_of_range_is_refused(prepared, tmp_path):
+    with pytest.raises(SystemExit):
+        train_unet.parse_args(["--train_data_dir", str(prepared), "--output_dir",
+                               str(tmp_path / "o"), "--mask_slack", "1.5"])  # fmt: skip
