@@ -319,3 +319,33 @@ def test_sample_py_and_python_get_the_same_frames(model_dir, photos, tmp_path):
                amplitude=2.0, speed=1.5, guidance_scale=DEFAULT_GUIDANCE_SCALE,
                generator=torch.Generator().manual_seed(3))  # fmt: skip
     np.testing.assert_array_equal(_frames(tmp_path / "o" / "leaf"), out.frames[0])
+
+
+def test_shipped_weights_take_a_brush_as_a_condition():
+    """The shipped U-Net is mask-conditioned (issue 15): a brush over the left half keeps the
+    motion inside it and makes it stronger there than the U-Net moves with no mask at all
+    (bench_motion_prior.py's "strength"; 1.0-2.9 on the annotated photos)."""
+    from data.spectral import rms_displacement
+    from generators.gid import DEFAULT_MODEL, EXAMPLES_DIR
+    from models.pipeline_motion import MotionPipeline
+
+    pipe = MotionPipeline.from_pretrained(DEFAULT_MODEL)
+    assert pipe.unet.config.mask_conditioning
+    pipe.set_scheduler("dpm")
+    photo = EXAMPLES_DIR / "squirrel_cls.jpg"
+    with Image.open(photo) as image:
+        brush = np.zeros((image.height, image.width), np.uint8)  # the photo's aspect
+    brush[:, : brush.shape[1] // 2] = 255
+
+    def rms(**mask) -> np.ndarray:
+        out = pipe(photo, num_inference_steps=8, guidance_scale=4.0, output_size=(256, 160),
+                   crop=True, renderer=None, return_displacements=False,
+                   generator=torch.Generator().manual_seed(0), **mask)  # fmt: skip
+        return rms_displacement(out.spectral[0])
+
+    brushed, free = rms(motion_mask=brush), rms(mask_provider=None)
+    inside = np.zeros(brushed.shape, bool)
+    inside[:, :128] = True  # the brush at the 256x160 output
+    assert (brushed[inside] ** 2).sum() / (brushed**2).sum() > 0.98
+    strength = brushed[:, :112].mean() / free[:, :112].mean()  # away from the feather
+    assert strength > 1.2, strength
