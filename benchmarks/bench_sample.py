@@ -11,7 +11,13 @@ the displacements, render (every renderer, timed on ``--render_frames`` frames a
 to 150), write a GIF and an MP4. The reference in the same run is ``cv2.remap`` of the
 same frames, the cheapest warp a user could pick; renderers are reported as a ratio to it.
 
+``--reference_model DIR`` also times the sampling (256x160, 25 DPM-Solver++ steps, guidance
+4, the automatic mask) of ``--model`` and of DIR alternately, ``--repeats`` times each, and
+prints the ratio of their fastest runs: how a new motion model's sampling compares with the
+one it replaces, on the same machine at the same moment.
+
     python benchmarks/bench_sample.py --threads 2
+    python benchmarks/bench_sample.py --threads 1 --reference_model OLD_WEIGHTS --repeats 3
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--render_frames", type=int, default=30,
                         help="frames each renderer is timed on (scaled to 150)")  # fmt: skip
+    parser.add_argument("--reference_model", default=None,
+                        help="also compare the sampling time with this motion model's")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=3, help="alternate runs per model")
     args = parser.parse_args()
 
     import torch
@@ -88,6 +97,31 @@ def main() -> None:
         for renderer in ("synthesis", "average"):
             end_to_end = load + timings["sample"] + timings["motion"] + render[renderer]
             print(f"  end to end with {renderer}: {end_to_end + writes['gif']:.1f} s (gif)")
+    if args.reference_model is not None:
+        compare_sampling(pipe, args.model, args.reference_model, photo, args.repeats)
+
+
+def compare_sampling(pipe, model: str, reference_model: str, photo: np.ndarray, repeats: int):
+    """Sampling seconds of ``pipe`` and of the reference model, alternately (so that a change
+    of machine load hits both), and the ratio of the fastest runs."""
+    import torch
+
+    from models.pipeline_motion import MotionPipeline
+
+    reference = MotionPipeline.from_pretrained(reference_model)
+    reference.set_scheduler("dpm")
+    reference.set_progress_bar_config(disable=True)
+    seconds = {model: [], reference_model: []}
+    for _ in range(repeats):
+        for name, pipeline in ((model, pipe), (reference_model, reference)):
+            pipeline(photo, output_size=(256, 160), guidance_scale=4.0, num_frames=2,
+                     generator=torch.Generator().manual_seed(0), renderer=None)  # fmt: skip
+            seconds[name].append(pipeline.last_timings["sample"])
+    print(f"\nsampling at 256x160, {repeats} alternate runs each (fastest):")
+    for name, values in seconds.items():
+        print(f"  {name}: {min(values):.2f} s (" + ", ".join(f"{v:.2f}" for v in values) + ")")
+    ratio = min(seconds[model]) / min(seconds[reference_model])
+    print(f"  {model} / {reference_model}: {ratio:.3f}")
 
 
 if __name__ == "__main__":
