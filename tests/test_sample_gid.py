@@ -326,7 +326,7 @@ def test_shipped_weights_take_a_brush_as_a_condition():
     motion inside it and makes it stronger there than the U-Net moves with no mask at all
     (bench_motion_prior.py's "strength"; 1.0-2.9 on the annotated photos)."""
     from data.spectral import rms_displacement
-    from generators.gid import DEFAULT_MODEL, EXAMPLES_DIR
+    from generators.gid import DEFAULT_GUIDANCE_SCALE, DEFAULT_MODEL, EXAMPLES_DIR
     from models.pipeline_motion import MotionPipeline
 
     pipe = MotionPipeline.from_pretrained(DEFAULT_MODEL)
@@ -338,7 +338,8 @@ def test_shipped_weights_take_a_brush_as_a_condition():
     brush[:, : brush.shape[1] // 2] = 255
 
     def rms(**mask) -> np.ndarray:
-        out = pipe(photo, num_inference_steps=8, guidance_scale=4.0, output_size=(256, 160),
+        out = pipe(photo, num_inference_steps=8, guidance_scale=DEFAULT_GUIDANCE_SCALE,
+                   output_size=(256, 160),
                    crop=True, renderer=None, return_displacements=False,
                    generator=torch.Generator().manual_seed(0), **mask)  # fmt: skip
         return rms_displacement(out.spectral[0])

@@ -550,8 +550,8 @@ def test_brush_augmentation_makes_the_mask_decide_where_motion_is():
 
 
 def test_mask_slack_widens_the_mask_and_keeps_the_motion():
-    """--mask_slack: the given mask also covers a random still region; the motion is untouched
-    (the mask says "may move"); items with a brush stroke or no mask are left alone."""
+    """--mask_slack: the given mask also covers a random still region (``widen_mask`` never
+    sees the motion: the mask says "may move"); items with a brush stroke are left alone."""
     generator = torch.Generator().manual_seed(0)
     mask = torch.zeros(2, 1, 48, 64)
     mask[..., :16] = 1.0
@@ -583,7 +583,9 @@ def test_mask_slack_widens_the_mask_and_keeps_the_motion():
     assert (brushed[..., 16:] == 0).all()
 
 
-def test_mask_slack_out_of_range_is_refused(prepared, tmp_path):
+def test_mask_slack_out_of_range_is_refused(capsys):
     with pytest.raises(SystemExit):
-        train_unet.parse_args(["--train_data_dir", str(prepared), "--output_dir",
-                               str(tmp_path / "o"), "--mask_slack", "1.5"])  # fmt: skip
+        train_unet.parse_args(
+            ["--train_data_dir", "x", "--codec", "resample:8", "--mask_slack", "1.5"]
+        )
+    assert "--mask_slack must be in [0, 1], got 1.5" in capsys.readouterr().err
