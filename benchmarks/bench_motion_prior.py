@@ -162,6 +162,16 @@ def main(argv: list[str] | None = None) -> int:
             line += f"{row['brush']['inside']:>14.4f}{row['brush']['strength']:>10.2f}"
         print(line, flush=True)
 
+    print_summary(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def print_summary(rows: list[dict]) -> None:
+    """Per class, the dev photos' figures and the brush's, from the rows ``main`` makes (or
+    a ``--json`` file written earlier: ``python -c "import json, bench_motion_prior as b;
+    b.print_summary(json.load(open('prior.json')))"`` from ``benchmarks/``)."""
     print(
         "\nper class (mean over photos), model -> default: corr; p90 (px); still ratio; still (px)"
     )
@@ -177,14 +187,22 @@ def main(argv: list[str] | None = None) -> int:
               f"{mean('default', 'p90'):.3f} px; still {mean('model', 'still'):.2f} -> "
               f"{mean('default', 'still'):.2f}; still px {mean('model', 'still_px'):.3f} -> "
               f"{mean('default', 'still_px'):.3f}")  # fmt: skip
+    # The figures issue 15's model rounds were chosen by (docs/MODEL_CARD.md): dev photos only.
+    dev = [row["default"] for row in rows if row["split"] == "dev"]
+    if dev:
+
+        def finite(key: str) -> list[float]:
+            return [d[key] for d in dev if np.isfinite(d[key])]
+
+        print(f"  dev photos, default: mean corr {np.mean(finite('corr')):.4f}, mean still "
+              f"ratio {np.mean(finite('still')):.3f} ({len(finite('corr'))} photos with a still "
+              f"part), median p90 {np.median(finite('p90')):.3f} px "
+              f"({len(finite('p90'))} with a moving region)")  # fmt: skip
     brushed = [row["brush"] for row in rows if "brush" in row]
     if brushed:
         print(f"  brush ({len(brushed)} photos): energy inside min "
               f"{min(b['inside'] for b in brushed):.4f}, strength median "
               f"{np.median([b['strength'] for b in brushed]):.2f}")  # fmt: skip
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

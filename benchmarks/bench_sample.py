@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.images import load_image  # noqa: E402
 from data.video import resize_cover_crop, write_video  # noqa: E402
+from generators.gid import DEFAULT_SAMPLING, DEFAULT_SCHEDULER  # noqa: E402
 
 NUM_FRAMES = 150
 
@@ -52,13 +53,9 @@ def main() -> None:
 
     import torch
 
-    from models.pipeline_motion import MotionPipeline
-
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    pipe = MotionPipeline.from_pretrained(args.model)
-    pipe.set_scheduler("dpm")
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_quiet_pipeline(args.model)
     load = time.perf_counter() - start
     print(f"load {load:.1f} s ({args.threads} threads)")
     photo = np.asarray(load_image(args.photo))
@@ -68,8 +65,8 @@ def main() -> None:
     }
     for name, (image, size) in cases.items():
         start = time.perf_counter()
-        out = pipe(image, output_size=size, guidance_scale=4.0, num_frames=NUM_FRAMES,
-                   generator=torch.Generator().manual_seed(0), renderer=None)  # fmt: skip
+        out = pipe(image, output_size=size, num_frames=NUM_FRAMES, renderer=None,
+                   generator=torch.Generator().manual_seed(0), **DEFAULT_SAMPLING)  # fmt: skip
         total = time.perf_counter() - start
         timings = pipe.last_timings
         frame = out.images[0]
@@ -101,21 +98,27 @@ def main() -> None:
         compare_sampling(pipe, args.model, args.reference_model, photo, args.repeats)
 
 
+def load_quiet_pipeline(model: str):
+    """The motion pipeline with sample.py's scheduler, no progress bar."""
+    from models.pipeline_motion import MotionPipeline
+
+    pipe = MotionPipeline.from_pretrained(model)
+    pipe.set_scheduler(DEFAULT_SCHEDULER)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def compare_sampling(pipe, model: str, reference_model: str, photo: np.ndarray, repeats: int):
     """Sampling seconds of ``pipe`` and of the reference model, alternately (so that a change
     of machine load hits both), and the ratio of the fastest runs."""
     import torch
 
-    from models.pipeline_motion import MotionPipeline
-
-    reference = MotionPipeline.from_pretrained(reference_model)
-    reference.set_scheduler("dpm")
-    reference.set_progress_bar_config(disable=True)
+    reference = load_quiet_pipeline(reference_model)
     seconds = {model: [], reference_model: []}
     for _ in range(repeats):
         for name, pipeline in ((model, pipe), (reference_model, reference)):
-            pipeline(photo, output_size=(256, 160), guidance_scale=4.0, num_frames=2,
-                     generator=torch.Generator().manual_seed(0), renderer=None)  # fmt: skip
+            pipeline(photo, output_size=(256, 160), num_frames=2, renderer=None,
+                     generator=torch.Generator().manual_seed(0), **DEFAULT_SAMPLING)  # fmt: skip
             seconds[name].append(pipeline.last_timings["sample"])
     print(f"\nsampling at 256x160, {repeats} alternate runs each (fastest):")
     for name, values in seconds.items():
