@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 # sample.py's defaults, one source: classifier-free guidance 4 (docs/SAMPLING.md: it confines
 # the motion to what should move), the renderers, DPM-Solver++ for few steps.
 from generators.gid import (  # noqa: E402
+    DEFAULT_AMPLITUDE_REFERENCE,
     DEFAULT_GUIDANCE_SCALE,
     DEFAULT_NUM_INFERENCE_STEPS,
     DEFAULT_SCHEDULER,
@@ -190,12 +191,14 @@ class Demo:
         renderer: str = "auto",
         use_mask: bool = True,
         auto_mask: bool = True,
+        visible: bool = True,
     ) -> tuple[str, str, Motion, str]:
         """Sample the motion and render the animation: ``(gif, mp4, motion, message)``.
 
         Without a painted mask (or with ``use_mask`` off), ``auto_mask`` gates the motion by
         the pipeline's automatic mask (vegetation and water); off, the model moves the whole
-        photo.
+        photo. ``visible``: ``amplitude`` 1 is sample.py's visible motion (the pipeline's
+        ``amplitude_reference="visible"``); off, the model's own amplitude.
         """
         from models.pipeline_motion import MotionPipelineWarning
 
@@ -216,9 +219,11 @@ class Demo:
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MotionPipelineWarning)
+            reference = DEFAULT_AMPLITUDE_REFERENCE if visible else "model"
             out = self._call_pipeline(
-                photo, seed, num_frames, speed, amplitude, mask, loop, size, renderer, provider
-            )
+                photo, seed, num_frames, speed, amplitude, reference, mask, loop, size, renderer,
+                provider,
+            )  # fmt: skip
         notes = "".join(
             f" Note: {w.message}." for w in caught if issubclass(w.category, MotionPipelineWarning)
         )
@@ -239,6 +244,9 @@ class Demo:
             if provider is not None
             else "no mask: the model moves the whole photo"
         )
+        gains = getattr(self.pipe, "last_visible_gains", None) if visible else None
+        if gains is not None and gains[0] > 1.0:
+            where += f"; motion x{gains[0]:.1f} to be visible"
         return (
             gif,
             mp4,
@@ -250,8 +258,9 @@ class Demo:
         )
 
     def _call_pipeline(
-        self, photo, seed, num_frames, speed, amplitude, mask, loop, size, renderer, provider
-    ):
+        self, photo, seed, num_frames, speed, amplitude, reference, mask, loop, size, renderer,
+        provider,
+    ):  # fmt: skip
         """The one pipeline call of an animation (the benchmark times it alone)."""
         import torch
 
@@ -264,6 +273,7 @@ class Demo:
             fps=DEFAULT_FPS,
             speed=speed,
             amplitude=amplitude,
+            amplitude_reference=reference,
             motion_mask=mask,
             mask_provider=provider,
             loop_guidance_scale=1.0 if loop else 0.0,
@@ -409,6 +419,9 @@ def build_demo(demo: Demo):
                         True, label="Unpainted: only vegetation and water move (automatic mask)"
                     )
                     renderer = gr.Dropdown(list(RENDERERS), value="auto", label="Renderer")
+                    visible = gr.Checkbox(
+                        True, label="Amplitude 1 = visible motion (off: the model's own)"
+                    )
                 animate_button = gr.Button("Animate", variant="primary", elem_id="animate")
             with gr.Column():
                 animation = gr.Image(
@@ -444,10 +457,10 @@ def build_demo(demo: Demo):
         upload.change(_guard(on_upload, 3), inputs=[upload], outputs=[photo_state, editor, status])
 
         def on_animate(photo, editor_value, amp, spd, lp, sd, side, frames, rend, masked, auto,
-                       progress=TQDM_PROGRESS):  # fmt: skip
+                       lift, progress=TQDM_PROGRESS):  # fmt: skip
             progress(0.0, desc="sampling the motion")
             gif, mp4, motion, message = demo.animate(
-                photo, editor_value, amp, spd, lp, sd, side, frames, rend, masked, auto
+                photo, editor_value, amp, spd, lp, sd, side, frames, rend, masked, auto, lift
             )
             return gif, mp4, motion, motion.photo, message
 
@@ -465,6 +478,7 @@ def build_demo(demo: Demo):
                 renderer,
                 use_mask,
                 auto_mask,
+                visible,
             ],  # fmt: skip
             outputs=[animation, animation_mp4, motion_state, poke_target, status],
         )

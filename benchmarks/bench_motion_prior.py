@@ -9,8 +9,11 @@ model's 256x160 frame, sampled with sample.py's defaults (DPM-Solver++ 25 steps,
 Three settings of the same pipeline and seed:
 
 * ``model``: no mask, gain 1: what sample.py did before the automatic mask and the gain;
-* ``default``: sample.py's defaults now: the automatic motion mask (``cues`` provider)
-  and the pipeline's ``motion_gain``;
+* ``default``: the automatic motion mask (``cues`` provider) and the pipeline's
+  ``motion_gain``, at the model's own amplitude (``amplitude_reference="model"``);
+* ``visible``: sample.py's defaults: ``default`` lifted per photo by the visible gain
+  (``amplitude_reference="visible"``; the same sample, so only p90 and px differ, and
+  ``gain`` is printed);
 * ``brush``: the annotation itself given as ``motion_mask`` (a user's brush), with the gain.
 
 Per photo: ``p90``: 90th percentile of the per-pixel RMS displacement (px, about the mean
@@ -46,8 +49,8 @@ from bench_motion_masks import (  # noqa: E402
 
 from data.spectral import rms_displacement  # noqa: E402
 from data.video import resize_cover_crop  # noqa: E402
+from generators.gid import DEFAULT_AMPLITUDE_REFERENCE, DEFAULT_SCHEDULER  # noqa: E402
 from generators.gid import DEFAULT_SAMPLING as SAMPLING  # noqa: E402
-from generators.gid import DEFAULT_SCHEDULER  # noqa: E402
 from models.pipeline_motion import DEFAULT_MASK_PROVIDER, MotionPipeline  # noqa: E402
 
 MODEL_SIZE = (256, 160)
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
           f"seeds {args.seeds}")  # fmt: skip
     header = f"{'photo':<18}{'class':<9}{'split':<8}"
     header += "".join(f"{name + ' p90/still/px/corr':>34}" for name in ("model", "default"))
-    header += f"{'brush inside/strength':>24}"
+    header += f"{'visible p90/px/gain':>26}{'brush inside/strength':>24}"
     print(header)
     rows = []
     for entry, photo, truth in photos:
@@ -127,8 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds:
                 if setting == "model":
                     rms = sample(photo, seed, mask_provider=None) / gain
-                elif setting == "default":
-                    rms = sample(photo, seed, mask_provider=args.mask_provider)
+                elif setting == "default":  # sampled once, at sample.py's reference
+                    lifted = sample(photo, seed, mask_provider=args.mask_provider,
+                                    amplitude_reference=DEFAULT_AMPLITUDE_REFERENCE)  # fmt: skip
+                    gains = pipe.last_visible_gains
+                    visible_gain = 1.0 if gains is None else float(gains[0])
+                    row.setdefault("_visible", []).append((lifted, visible_gain))
+                    rms = lifted / visible_gain
                 elif truth.any() and (~truth).any():
                     rms = sample(photo, seed, motion_mask=truth.astype(np.uint8) * 255)
                 else:
@@ -151,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                 row[setting] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
                 if setting == "model":
                     row["_model_rms"] = per_seed
+        visible = row.pop("_visible")
+        scores = [region_scores(r, truth) for r, _ in visible]
+        row["visible"] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+        row["visible"]["gain"] = float(np.mean([g for _, g in visible]))
         row.pop("_model_rms", None)
         rows.append(row)
 
@@ -158,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("model", "default"):
             s = row[name]
             line += f"{s['p90']:>10.3f}{s['still']:>8.2f}{s['still_px']:>8.3f}{s['corr']:>8.2f}"
+        v = row["visible"]
+        line += f"{v['p90']:>10.3f}{v['still_px']:>8.3f}{v['gain']:>8.2f}"
         if "brush" in row:
             line += f"{row['brush']['inside']:>14.4f}{row['brush']['strength']:>10.2f}"
         print(line, flush=True)
@@ -198,6 +212,15 @@ def print_summary(rows: list[dict]) -> None:
               f"ratio {np.mean(finite('still')):.3f} ({len(finite('corr'))} photos with a still "
               f"part), median p90 {np.median(finite('p90')):.3f} px "
               f"({len(finite('p90'))} with a moving region)")  # fmt: skip
+    visible = [row for row in rows if "visible" in row and np.isfinite(row["visible"]["p90"])]
+    if visible:  # rows written before the visible reference have none
+        p90 = [row["visible"]["p90"] for row in visible]
+        dev_p90 = [row["visible"]["p90"] for row in visible if row["split"] == "dev"]
+        gains = [row["visible"]["gain"] for row in visible]
+        print(f"  visible (sample.py's default), {len(p90)} photos with a moving region: p90 "
+              f"{min(p90):.2f}-{max(p90):.2f} px (median {np.median(p90):.2f}; dev median "
+              f"{np.median(dev_p90) if dev_p90 else float('nan'):.2f}), >= 1 px on "
+              f"{sum(v >= 1.0 for v in p90)}; gain {min(gains):.2f}-{max(gains):.2f}")  # fmt: skip
     brushed = [row["brush"] for row in rows if "brush" in row]
     if brushed:
         print(f"  brush ({len(brushed)} photos): energy inside min "

@@ -27,6 +27,7 @@ from data.images import load_image
 from generators import pick_device, plan_outputs, run_batch
 from models import SCHEDULERS
 from models.pipeline_motion import (
+    AMPLITUDE_REFERENCES,
     DEFAULT_MASK_PROVIDER,
     check_finite,
     default_output_size,
@@ -50,6 +51,11 @@ DEFAULT_SAMPLING = {
     "num_inference_steps": DEFAULT_NUM_INFERENCE_STEPS,
     "guidance_scale": DEFAULT_GUIDANCE_SCALE,
 }
+# What --amplitude 1 means: "visible" lifts the model's calibrated motion (0.1-0.6 px at
+# 256x160 with the shipped weights, the amplitude of its training data) to a 90th
+# percentile of 1 px of the model's frame where things may move, by at most 4x
+# (models.pipeline_motion.VISIBLE_MOTION_P90_PX; docs/SAMPLING.md).
+DEFAULT_AMPLITUDE_REFERENCE = "visible"
 RENDERERS = ("auto", "synthesis", "softsplat", "average", "remap")
 FORMATS = ("gif", "mp4", "webp", "frames")
 # Bounds of the numeric flags, checked before any model loads.
@@ -111,6 +117,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="strength of --loop")  # fmt: skip
     parser.add_argument("--amplitude", type=float, default=1.0,
                         help="scales the sampled motion (a --poke's strength is its DX, DY)")  # fmt: skip
+    parser.add_argument("--amplitude_reference", choices=AMPLITUDE_REFERENCES,
+                        default=DEFAULT_AMPLITUDE_REFERENCE,
+                        help="what --amplitude 1 is: visible: the model's motion lifted to a "
+                        "90th percentile of 1 px at 256x160 where things may move (at most "
+                        "4x); model: the model's own amplitude, that of its training data")  # fmt: skip
     parser.add_argument("--speed", type=float, default=1.0, help="plays the motion faster (>1)")
     parser.add_argument("--renderer", choices=RENDERERS, default="auto",
                         help="auto: the learned renderer up to 512x320 pixels (if the model has "
@@ -349,6 +360,7 @@ def animate(args: argparse.Namespace, pipeline, photo: Path, out_path: Path, tim
         output_size=args.size,
         crop=args.crop,
     )
+    lifted = ""  # the visible gain, when the sampled motion was lifted
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MotionPipelineWarning)
         if args.pokes:  # the response to the pushes, rendered through the same pipeline
@@ -371,12 +383,16 @@ def animate(args: argparse.Namespace, pipeline, photo: Path, out_path: Path, tim
                 fps=args.fps,
                 speed=args.speed,
                 amplitude=args.amplitude,
+                amplitude_reference=args.amplitude_reference,
                 renderer=args.renderer,
                 return_displacements=args.save_motion,
                 **common,
             )
             frames, spectral = result.frames[0], result.spectral[0]
             disp = result.displacements[0] if args.save_motion else None
+            gains = pipeline.last_visible_gains
+            if gains is not None:
+                lifted = f"; motion x{gains[0]:.2f} to be visible (see --amplitude_reference)"
     for warning in caught:
         if issubclass(warning.category, MotionPipelineWarning):
             print(f"warning: {photo.name}: {warning.message}")
@@ -393,7 +409,7 @@ def animate(args: argparse.Namespace, pipeline, photo: Path, out_path: Path, tim
     on_disk = image_size_on_disk(photo)
     if on_disk and image.size != on_disk:
         source = f"{on_disk[0]}x{on_disk[1]} downscaled to {source} on loading"
-    return f"wrote {out_path} ({len(frames)} frames of {shown}, from a {source} photo)"
+    return f"wrote {out_path} ({len(frames)} frames of {shown}, from a {source} photo{lifted})"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,7 +28,8 @@ One call, step by step (see ``__call__``)::
         S (B, K, 4, h, w) px of the model frame
       --D[0] = 0 (frame 0 is the photo), upsample to the output size, scale to its pixels,
         x motion_gain x amplitude, x the feathered motion mask (the caller's, else the
-        automatic one of ``mask_provider``)--> S (B, K, 4, H, W) px
+        automatic one of ``mask_provider``), x the visible gain (``amplitude_reference=
+        "visible"``)--> S (B, K, 4, H, W) px
       --Fourier series at t_n = n / fps * speed--> D (B, N, H, W, 2) px
       --renderer (learned, or a splatting baseline)--> frames (B, N, H, W, 3) uint8
 
@@ -97,6 +98,16 @@ MASK_FEATHER_FRACTION = 0.015
 MASK_FEATHER_MIN_PX = 3.0
 # Two aspects closer than this are the same (rounding of a resized photo or mask).
 ASPECT_TOLERANCE = 0.02
+# ``amplitude_reference="visible"`` (sample.py's and the web demo's default): the motion is
+# scaled so that the 90th percentile of per-pixel RMS displacement over the region that may
+# move is this many pixels of the model's frame (issue 15's visibility goal, 1 px at
+# 256x160), by a gain within VISIBLE_GAIN_RANGE times the model's calibrated motion: never
+# weaker than the model, and at most 4x, so that a photo the model barely moves does not
+# become amplified noise. "model" (the pipeline's default) keeps the calibrated amplitude,
+# which follows the training data (docs/SAMPLING.md).
+VISIBLE_MOTION_P90_PX = 1.0
+VISIBLE_GAIN_RANGE = (1.0, 4.0)
+AMPLITUDE_REFERENCES = ("model", "visible")
 
 
 class MotionPipelineWarning(UserWarning):
@@ -919,6 +930,40 @@ class MotionPipeline(DiffusionPipeline):
             spectral = spectral * torch.from_numpy(gate).to(spectral)
         return spectral
 
+    @staticmethod
+    def visible_gain(
+        spectral: torch.Tensor, masks: list[np.ndarray] | None, model_px: float
+    ) -> np.ndarray:
+        """Per-photo gain that makes the motion visible (``amplitude_reference="visible"``).
+
+        The gain lifts the 90th percentile of per-pixel RMS displacement over the region
+        that may move (mask >= 0.5; the whole frame without a mask) to
+        ``VISIBLE_MOTION_P90_PX`` pixels of the model's frame, clipped to
+        ``VISIBLE_GAIN_RANGE``.
+
+        Args:
+            spectral: ``(B, K, 4, H, W)`` px of the output frame (``motion_at_output``).
+            masks: ``(H, W)`` masks in [0, 1], one per photo, or None.
+            model_px: output pixels per model-frame pixel (the width ratio).
+
+        Returns:
+            ``(B,)`` float32 gains.
+        """
+        low, high = VISIBLE_GAIN_RANGE
+        # every 2nd pixel is plenty for a percentile and keeps 1024 px outputs cheap
+        step = 2 if spectral.shape[-1] > 512 else 1
+        coarse = spectral[..., ::step, ::step].float()
+        rms = torch.sqrt(2.0 * coarse[:, 1:].square().sum(dim=(1, 2))).cpu().numpy()
+        gains = np.ones(len(rms), np.float32)
+        for index, photo_rms in enumerate(rms):
+            region = np.ones(photo_rms.shape, bool)
+            if masks is not None:
+                mask = masks[index][::step, ::step]
+                region = mask >= 0.5 if (mask >= 0.5).any() else mask > 0
+            p90 = float(np.percentile(photo_rms[region], 90)) / model_px if region.any() else 0.0
+            gains[index] = high if p90 <= 0 else np.clip(VISIBLE_MOTION_P90_PX / p90, low, high)
+        return gains
+
     def displacements(
         self,
         spectral: torch.Tensor,
@@ -1003,6 +1048,7 @@ class MotionPipeline(DiffusionPipeline):
         fps: float | None = None,
         speed: float = 1.0,
         amplitude: float = 1.0,
+        amplitude_reference: str = "model",
         motion_mask=None,
         mask_provider: str | None = DEFAULT_MASK_PROVIDER,
         loop_guidance_scale: float = 0.0,
@@ -1029,6 +1075,13 @@ class MotionPipeline(DiffusionPipeline):
                 ``speed`` it fixes which instant of the model's clip each frame shows.
             speed: plays the motion this many times faster.
             amplitude: scales the motion (0: a still photo).
+            amplitude_reference: what ``amplitude=1`` means. ``"model"``: the model's
+                calibrated motion (the amplitude of its training data, which follows real
+                footage; sub-pixel to a few pixels). ``"visible"``: per photo, that motion
+                times the gain in ``VISIBLE_GAIN_RANGE`` that brings its 90th-percentile RMS
+                over the region that may move to ``VISIBLE_MOTION_P90_PX`` px of the
+                model's frame (sample.py's default). The gains chosen are in
+                ``self.last_visible_gains``.
             motion_mask: where things may move: an ``(H, W)`` array, PIL image, tensor or
                 path, white = may move, black = stays still, grey in between; resized to the
                 photo (stretched with a warning if its aspect differs). The sampled motion
@@ -1069,6 +1122,11 @@ class MotionPipeline(DiffusionPipeline):
         loop_guidance_scale = check_finite("loop_guidance_scale", loop_guidance_scale, 0.0)
         speed = check_finite("speed", speed, 0.0, strict=True)
         amplitude = check_finite("amplitude", amplitude, 0.0)
+        if amplitude_reference not in AMPLITUDE_REFERENCES:
+            raise ValueError(
+                f"amplitude_reference must be one of {AMPLITUDE_REFERENCES}, "
+                f"got {amplitude_reference!r}"
+            )
         fps = config.fps if fps is None else check_finite("fps", fps, 0.0, strict=True)
         self.resolve_renderer(renderer)  # a bad name fails before any work
 
@@ -1118,6 +1176,11 @@ class MotionPipeline(DiffusionPipeline):
 
         # 3. to the output frame (D[0] = 0, upsampled, scaled, amplitude, mask)
         spectral = self.motion_at_output(spectral, (out_w, out_h), amplitude, gate)
+        self.last_visible_gains = None
+        if amplitude_reference == "visible":
+            gains = self.visible_gain(spectral, masks, out_w / frame_size[0])
+            self.last_visible_gains = gains
+            spectral = spectral * torch.from_numpy(gains).to(spectral).view(-1, 1, 1, 1, 1)
 
         # 4. displacement at every frame, then 5. the frames
         disp = self.displacements(spectral, num_frames, fps, speed)  # (B, N, H, W, 2) px

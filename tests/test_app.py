@@ -102,6 +102,14 @@ def test_the_painted_layer_is_the_mask(demo):
     assert demo.pipe.calls[-1]["mask_provider"] is None and "whole photo" in message
 
 
+def test_amplitude_one_is_the_visible_motion_unless_unticked(demo):
+    photo, editor, _ = demo.load_photo(str(EXAMPLE))
+    animate(demo, photo, editor)
+    assert demo.pipe.calls[-1]["amplitude_reference"] == "visible"  # as sample.py
+    animate(demo, photo, editor, visible=False)
+    assert demo.pipe.calls[-1]["amplitude_reference"] == "model"
+
+
 @pytest.mark.parametrize(
     "content, words",
     [

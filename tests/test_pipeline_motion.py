@@ -357,6 +357,49 @@ def test_amplitude_scales_the_motion(pipe):
     assert (still.frames[0] == still.images[0]).all()
 
 
+def _swaying(rms_px: np.ndarray) -> torch.Tensor:
+    """``(1, K, 4, H, W)`` spectral volume of an x-cosine at bin 1 whose per-pixel RMS
+    displacement is ``rms_px`` (``(H, W)``): ``|S_1| = A / 2`` and RMS ``= A / sqrt(2)``."""
+    spectral = torch.zeros(1, CONFIG.num_freqs, 4, *rms_px.shape)
+    spectral[0, 1, 0] = torch.from_numpy(rms_px / np.sqrt(2.0)).float()
+    return spectral
+
+
+def test_visible_gain_lifts_the_region_that_may_move_to_the_target():
+    """The gain brings the 90th-percentile RMS over mask >= 0.5, in pixels of the model's
+    frame, to VISIBLE_MOTION_P90_PX; never below 1x nor above 4x (VISIBLE_GAIN_RANGE)."""
+    from models.pipeline_motion import VISIBLE_GAIN_RANGE, VISIBLE_MOTION_P90_PX
+
+    low, high = VISIBLE_GAIN_RANGE
+    rms = np.full((40, 64), 0.5, np.float32)
+    rms[:, 32:] = 5.0  # what may not move (mask 0) moves a lot: it must not count
+    mask = np.zeros((40, 64), np.float32)
+    mask[:, :32] = 1.0
+    # at the output frame 4 px per model pixel: 0.5 output px = 0.125 model px -> capped
+    gains = MotionPipeline.visible_gain(_swaying(rms), [mask], model_px=1.0)
+    np.testing.assert_allclose(gains, [VISIBLE_MOTION_P90_PX / 0.5], rtol=1e-4)
+    assert MotionPipeline.visible_gain(_swaying(rms), [mask], model_px=4.0)[0] == high
+    assert MotionPipeline.visible_gain(_swaying(rms * 10), [mask], 1.0)[0] == low
+    # no mask: the whole frame counts, whose 90th percentile is the strong half
+    assert MotionPipeline.visible_gain(_swaying(rms), None, 1.0)[0] == low
+    # still motion stays still (no division by zero)
+    assert MotionPipeline.visible_gain(_swaying(rms * 0), [mask], 1.0)[0] == high
+
+
+def test_visible_reference_is_the_model_motion_times_its_gain(pipe):
+    """The same sample, lifted: displacements x the gain the pipeline reports."""
+    model = run(pipe, photo(0), amplitude=0.5)
+    assert pipe.last_visible_gains is None
+    visible = run(pipe, photo(0), amplitude=0.5, amplitude_reference="visible")
+    gain = pipe.last_visible_gains[0]
+    assert 1.0 <= gain <= 4.0
+    np.testing.assert_allclose(
+        visible.displacements, gain * model.displacements, rtol=1e-4, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="amplitude_reference"):
+        run(pipe, photo(0), amplitude_reference="loud")
+
+
 def test_speed_and_fps_choose_the_instants(pipe):
     base = run(pipe, photo(0), num_frames=12)  # fps 6 = the model's: frame n = clip frame n
     fast = run(pipe, photo(0), num_frames=6, speed=2.0)

@@ -107,6 +107,24 @@ def test_zero_amplitude_renders_the_still_photo(model_dir, photos, tmp_path):
     assert frames.std(axis=0).max() == 0 and frames[0].std() > 10
 
 
+def test_the_visible_default_lifts_the_model_motion_and_says_so(model_dir, photos, tmp_path,
+                                                                 capsys):  # fmt: skip
+    """By default the motion is the model's times the printed visible gain (1-4x); with
+    --amplitude_reference model it is the model's own: the same sample, scaled."""
+    from generators.gid import DEFAULT_AMPLITUDE_REFERENCE
+
+    assert DEFAULT_AMPLITUDE_REFERENCE == "visible"
+    flags = ("--format", "frames", "--renderer", "remap", "--save_motion")
+    _run(model_dir, photos / "leaf.png", tmp_path / "v", *flags)
+    printed = capsys.readouterr().out
+    gain = float(printed.split("motion x")[1].split()[0])
+    assert 1.0 <= gain <= 4.0 and "to be visible" in printed
+    _run(model_dir, photos / "leaf.png", tmp_path / "m", *flags, "--amplitude_reference", "model")
+    assert "to be visible" not in capsys.readouterr().out
+    visible, model = (np.load(next((tmp_path / d).rglob("*.npz")))["spectral"] for d in "vm")
+    np.testing.assert_allclose(visible, gain * model, rtol=0.01, atol=1e-6)
+
+
 def test_folder_batch_goes_past_a_bad_file(model_dir, photos, tmp_path, capsys):
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     code = _run(model_dir, photos, tmp_path / "out", "--renderer", "softsplat", "--format", "mp4")
@@ -308,7 +326,7 @@ def test_poke_writes_the_response(model_dir, photos, tmp_path):
 def test_sample_py_and_python_get_the_same_frames(model_dir, photos, tmp_path):
     """The command line is one MotionPipeline call: the same arguments, the same frames."""
     from data.images import load_image
-    from generators.gid import DEFAULT_GUIDANCE_SCALE
+    from generators.gid import DEFAULT_AMPLITUDE_REFERENCE, DEFAULT_GUIDANCE_SCALE
 
     _run(model_dir, photos / "leaf.png", tmp_path / "o", "--format", "frames", "--seed", "3",
          "--amplitude", "2", "--speed", "1.5")  # fmt: skip
@@ -316,7 +334,8 @@ def test_sample_py_and_python_get_the_same_frames(model_dir, photos, tmp_path):
     pipe.set_scheduler("dpm")
     pipe.set_progress_bar_config(disable=True)
     out = pipe(load_image(photos / "leaf.png"), num_inference_steps=2, num_frames=8, fps=6,
-               amplitude=2.0, speed=1.5, guidance_scale=DEFAULT_GUIDANCE_SCALE,
+               amplitude=2.0, amplitude_reference=DEFAULT_AMPLITUDE_REFERENCE, speed=1.5,
+               guidance_scale=DEFAULT_GUIDANCE_SCALE,
                generator=torch.Generator().manual_seed(3))  # fmt: skip
     np.testing.assert_array_equal(_frames(tmp_path / "o" / "leaf"), out.frames[0])
 
