@@ -3,10 +3,11 @@
 The annotations (``benchmarks/data/motion_mask_annotations.json``) are polygons labelled
 "moves" (vegetation, water) or "still", drawn by hand on each photo resized to a long side
 of 320 px; only the polygons, the file name, size and sha256 are stored, never pixels.
-The photos come from four places (``--*-dir``): the GPL photos in
+The photos come from five places (``--*-dir``): the GPL photos in
 ``../shared/data/photos/gpl`` (evaluation only), the permissive ones beside them, the
-repository's ``data/examples`` and scikit-learn's sample images (``china.jpg``,
-``flower.jpg``; skipped when scikit-learn is not installed). A photo whose sha256 differs
+repository's ``data/examples``, scikit-learn's sample images (``china.jpg``,
+``flower.jpg``; skipped when scikit-learn is not installed) and five water photos of
+Debian's ``plasma-workspace-wallpapers`` (``/usr/share/wallpapers``; evaluation only). A photo whose sha256 differs
 from the annotation's is skipped with a note, never scored.
 
 Per photo and provider: IoU of the "moves" class (the mask thresholded at 0.5; "n/a" when
@@ -47,6 +48,15 @@ sys.path.insert(0, str(ROOT))
 from data.motion_masks import estimate_motion_mask  # noqa: E402
 
 ANNOTATIONS = ROOT / "benchmarks" / "data" / "motion_mask_annotations.json"
+# Real photos of water (lakes at dusk, in fog, at sunset) from Debian's
+# plasma-workspace-wallpapers (LGPL-3 / GPL-2+: evaluation only, never committed nor
+# trained on): ``apt-get install plasma-workspace-wallpapers`` puts them here.
+KDE_WALLPAPERS_DIR = Path("/usr/share/wallpapers")
+
+
+def display_name(entry: dict) -> str:
+    """The photo's short name (a wallpaper's file is ``NAME/contents/images/WxH.jpg``)."""
+    return entry.get("name", entry["file"])
 
 
 def rasterise(entry: dict) -> np.ndarray:
@@ -303,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         "--permissive-dir", type=Path, default=ROOT.parent / "shared/data/photos/permissive"
     )
     parser.add_argument("--examples-dir", type=Path, default=ROOT / "data" / "examples")
+    parser.add_argument("--kde-dir", type=Path, default=KDE_WALLPAPERS_DIR)
     parser.add_argument("--overlays", type=Path, default=None, help="write PNG overlays here")
     parser.add_argument(
         "--split", choices=["dev", "heldout"], default=None,
@@ -331,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         "permissive": args.permissive_dir,
         "examples": args.examples_dir,
         "sklearn": sklearn_images_dir(),
+        "kde": args.kde_dir,
     }
     if args.overlays is not None:
         args.overlays.mkdir(parents=True, exist_ok=True)
@@ -347,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         path = photo_path(entry, dirs)
         if path is None:
-            print(f"  skip {entry['file']}: not found under the {entry['source']!r} folder")
+            print(f"  skip {display_name(entry)}: not found under the {entry['source']!r} folder")
             continue
         photo = load_photo(path, entry)
         if photo is None:
@@ -363,10 +375,10 @@ def main(argv: list[str] | None = None) -> int:
             fm = "n/a" if np.isnan(result[2]) else f"{100 * result[2]:.0f}%"
             cells.append(f"{iou_text:>8} /{result[1]:5.2f} /{fm:>5}")
             if args.overlays is not None:
-                name = f"{Path(entry['file']).stem}_{provider.split(':')[0]}.png"
+                name = f"{Path(display_name(entry)).stem}_{provider.split(':')[0]}.png"
                 cv2.imwrite(str(args.overlays / name), overlay(photo, pred, truth))
         print(
-            f"{entry['file'][:17]:<18}{entry['class']:<9}{entry['split']:<9}"
+            f"{display_name(entry)[:17]:<18}{entry['class']:<9}{entry['split']:<9}"
             + "".join(f"{c:>24}" for c in cells)
         )
 

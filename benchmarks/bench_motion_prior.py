@@ -41,7 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_motion_masks import (  # noqa: E402
     ANNOTATIONS,
+    KDE_WALLPAPERS_DIR,
     ROOT,
+    display_name,
     load_photo,
     rasterise,
     sklearn_images_dir,
@@ -58,7 +60,8 @@ MODEL_SIZE = (256, 160)
 
 def held_out_photos(gpl_dir: Path) -> list[tuple[dict, np.ndarray, np.ndarray]]:
     """(annotation entry, photo, moving-region truth) at the model frame."""
-    dirs = {"gpl": gpl_dir, "examples": ROOT / "data" / "examples", "sklearn": sklearn_images_dir()}
+    dirs = {"gpl": gpl_dir, "examples": ROOT / "data" / "examples", "sklearn": sklearn_images_dir(),
+            "kde": KDE_WALLPAPERS_DIR}  # fmt: skip
     photos = []
     for entry in json.loads(ANNOTATIONS.read_text())["photos"]:
         folder = dirs.get(entry["source"])
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     rows = []
     for entry, photo, truth in photos:
-        row = {"photo": entry["file"], "class": entry["class"], "split": entry.get("split")}
+        row = {"photo": display_name(entry), "class": entry["class"], "split": entry.get("split")}
         for setting in ("model", "default", "brush"):
             per_seed = []
             for seed in args.seeds:
