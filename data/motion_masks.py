@@ -37,6 +37,7 @@ photos and the speed.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -48,6 +49,10 @@ import numpy as np
 # Long side (pixels) at which the cues are computed: they describe regions, not pixels, so
 # a 4000 px photo gives the same mask as its 320 px copy, at a fraction of the time.
 ANALYSIS_LONG_SIDE = 320
+# ``_mirror_line`` score from which a level line is taken for a calm lake's waterline: the
+# one mirroring dev photo scores 0.94, every other dev photo at most 0.65.
+MIRROR_MIN_SCORE = 0.8
+MIRROR_MIN_MARGIN = 0.3  # over any row a band away (that dev photo: 0.82)
 
 Provider = Callable[[np.ndarray], np.ndarray]
 PROVIDERS: dict[str, Provider] = {}
@@ -223,6 +228,45 @@ def _top_connected(candidate: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return candidate * np.isin(labels, touching).astype(np.float32)
 
 
+def _mirror_line(grey: np.ndarray) -> tuple[int, float, float]:
+    """The level line calm water mirrors the scene about: ``(row, score, margin)``.
+
+    For every row y between 15 % and 90 % of the height, the band of up to 12 % of the
+    height above it, flipped, is compared with the band below it by normalised
+    cross-correlation of their fine horizontal structure (each row minus its blur along x,
+    sigma 3 % of the width, so that vignetting and level colour gradients of sky and
+    water, which correlate about any row, do not count). A reflection is what water makes
+    of the scene: darker (at most 95 % of its brightness) and no sharper, so only rows
+    where the band below is both are candidates (this rules out symmetric objects: a
+    retina, a clock face, a letterboxed frame). A waterline is one line: ``margin`` is
+    how far the best score stands above every row more than one band away (inf when
+    there is none); a periodic pattern (the floors of a facade) mirrors about many rows.
+    A lake reflecting its far shore scores ~0.9 at the waterline, 0.8 above the next; no
+    other photo the cues were developed on scores above 0.65 (docs/MOTION_MASKS.md).
+    """
+    height, width = grey.shape
+    fine = _blur(grey, 1.0)
+    fine = fine - cv2.GaussianBlur(fine, (0, 0), sigmaX=max(1.0, 0.03 * width), sigmaY=0.5)
+    band = max(4, int(0.12 * height))
+    scores = {}
+    for row in range(int(0.15 * height), int(0.9 * height)):
+        k = min(band, row, height - row)
+        above, below = fine[row - k : row][::-1], fine[row : row + k]
+        power_above, power_below = np.square(above).mean(), np.square(below).mean()
+        power = float(np.sqrt(power_above * power_below))
+        if power < 1e-5 or power_below > power_above:  # nothing to mirror, or sharper
+            continue
+        if grey[row : row + k].mean() > 0.95 * grey[row - k : row].mean():  # not darker
+            continue
+        scores[row] = float((above * below).mean()) / power
+    if not scores:
+        return 0, -1.0, 0.0
+    best_row = max(scores, key=scores.get)
+    far = [score for row, score in scores.items() if abs(row - best_row) > band]
+    margin = scores[best_row] - max(far) if far else math.inf
+    return best_row, scores[best_row], margin
+
+
 def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
     """Soft masks of vegetation, water and sky from image cues (the ``"cues"`` provider).
 
@@ -245,7 +289,10 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
     * **water**: below the horizon (the lowest row where sky is common), smooth to
       lightly textured, horizontal (intensity changes mostly along y), and either of
       the sky's colour (reflections: a lake under a sunset is orange) or blue-grey and
-      not dark; with no sky in view, blue-grey and smooth anywhere;
+      not dark; with no sky in view, blue-grey and smooth anywhere. A **mirror line**
+      (``_mirror_line``: the scene above a level row reflected below it, a calm lake's
+      waterline) overrides the horizon: the sky ends there, and below it every calm pixel
+      whose colour matches its mirror image above (darker allowed) is water too;
     * each mask is smoothed (sigma 1.5% s) so motion fades out at region borders, and
       upsampled back to the photo's size.
 
@@ -309,6 +356,12 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
             sky = np.maximum(sky, np.maximum(glow, similar) * above)
     if (sky[int(0.8 * height) :] > 0.5).mean() > 0.7:
         sky = np.zeros_like(sky)
+    # A calm lake mirrors its far shore: the smooth sky region may have run on into the
+    # smooth water below the waterline; it ends there.
+    mirror_row, mirror_score, mirror_margin = _mirror_line(grey)
+    mirrored = mirror_score >= MIRROR_MIN_SCORE and mirror_margin >= MIRROR_MIN_MARGIN
+    if mirrored:
+        sky = sky * (rows < mirror_row / max(1, height - 1)).astype(np.float32)
 
     # Vegetation colour: green to teal foliage (also in shade), vivid flowers and autumn
     # leaves, textured dry grass; blue-violet flowers when textured.
@@ -370,6 +423,20 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
         water_colour = blue_water
     horizontal = _smoothstep(vertical, 0.5, 0.7)
     calm = 1.0 - _smoothstep(rms, 0.03, 0.06)
+    if mirrored:
+        # Below the waterline, a pixel of its mirror image's chromaticity is a reflection,
+        # at 15-110 % of its brightness (both blurred: ripples smear a reflection).
+        below = (rows >= mirror_row / max(1, height - 1)).astype(np.float32)
+        smeared = _blur(rgb, max(1.0, 0.01 * short))
+        mirror_rows = 2 * mirror_row - 1 - np.arange(height)
+        mirror_image = smeared[np.clip(mirror_rows, 0, height - 1)]
+        chroma = smeared / (smeared.sum(axis=2, keepdims=True) + 1e-3)
+        mirror_chroma = mirror_image / (mirror_image.sum(axis=2, keepdims=True) + 1e-3)
+        distance = np.sqrt(((chroma - mirror_chroma) ** 2).sum(axis=2))
+        ratio = (smeared.mean(axis=2) + 1e-3) / (mirror_image.mean(axis=2) + 1e-3)
+        reflection = _smoothstep(distance, 0.06, 0.025) * _smoothstep(ratio, 0.1, 0.15)
+        reflection = reflection * _smoothstep(ratio, 1.2, 1.1) * (mirror_rows >= 0)[:, None]
+        water_colour = np.maximum(water_colour, reflection)
     water = water_colour * below * calm * np.maximum(horizontal, smooth)
     # Straight edges veto water unless they are level (ripples, the far shore).
     water = water * (1.0 - sky) * (1.0 - 0.8 * straight * (1.0 - horizontal))

@@ -116,6 +116,49 @@ def test_cues_find_a_lake_reflecting_the_sky():
     assert estimate_motion_mask(image)[:34].max() < 0.05
 
 
+def mirror_lake(height=120, width=192, waterline=80, seed=0, darken=0.7):
+    """A smooth dusk sky, a dark far shore with a ragged treeline, and below the
+    waterline their reflection: the scene flipped, ``darken`` times as bright, blurred."""
+    rng = np.random.default_rng(seed)
+    image = np.empty((height, width, 3), np.float32)
+    ramp = np.linspace(0.0, 1.0, waterline, dtype=np.float32)[:, None, None]
+    image[:waterline] = np.array([70, 95, 150], np.float32) + 60 * ramp  # blue, paler down
+    tops = waterline - 6 - np.abs(cv2.GaussianBlur(rng.normal(0, 6, (1, width)), (0, 0), 2))[0]
+    for x, top in enumerate(tops):
+        image[int(top) : waterline, x] = (35, 45, 50)
+    reflection = image[2 * waterline - height : waterline][::-1] * darken
+    image[waterline:] = cv2.GaussianBlur(reflection, (0, 0), 0.8)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_a_calm_lake_mirroring_its_shore_is_water_and_ends_the_sky():
+    """The smooth sky alone would run on into the smooth, sky-coloured water; the mirror
+    line (the treeline reflected, darker) ends the sky there and makes the rest water."""
+    from data.motion_masks import MIRROR_MIN_MARGIN, MIRROR_MIN_SCORE, _mirror_line
+
+    image = mirror_lake()
+    row, score, margin = _mirror_line(image.astype(np.float32).mean(axis=2) / 255.0)
+    assert score >= MIRROR_MIN_SCORE and margin >= MIRROR_MIN_MARGIN, (score, margin)
+    assert abs(row - 80) <= 2, row
+    regions = estimate_regions(image)
+    assert regions["sky"][:60].mean() > 0.8 and regions["sky"][84:].max() < 0.05
+    assert regions["water"][90:].mean() > 0.6
+    assert estimate_motion_mask(image)[:60].max() < 0.05
+
+
+def test_a_symmetric_object_or_a_periodic_facade_is_no_lake():
+    """The same picture whose lower half is as bright and as sharp as the upper one (a
+    symmetric object, not a reflection), and a facade whose floors mirror about many
+    rows: no mirror line."""
+    from data.motion_masks import MIRROR_MIN_MARGIN, MIRROR_MIN_SCORE, _mirror_line
+
+    image = mirror_lake(darken=1.0)
+    image[80:] = image[:80][::-1][: image.shape[0] - 80]
+    for picture in (image, building_under_sky()):
+        _, score, margin = _mirror_line(picture.astype(np.float32).mean(axis=2) / 255.0)
+        assert score < MIRROR_MIN_SCORE or margin < MIRROR_MIN_MARGIN
+
+
 def test_cues_are_resolution_independent():
     small = sky_over_foliage(96, 128)
     large = cv2.resize(small, (512, 384), interpolation=cv2.INTER_NEAREST)
@@ -280,7 +323,7 @@ def test_annotation_file_is_well_formed_and_holds_no_pixels():
     doc = json.loads(path.read_text())
     splits = {"dev": 0, "heldout": 0}
     for entry in doc["photos"]:
-        assert set(entry) == {
+        assert set(entry) - {"name"} == {
             "file", "source", "sha256", "size", "annotated_size", "class", "split", "default",
             "polygons",
         }  # fmt: skip
