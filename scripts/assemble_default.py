@@ -11,6 +11,7 @@ statistics): exactly what ``python sample.py --model DIR`` loads.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -46,6 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     if out.exists():
         shutil.rmtree(out)
     pipeline.save_pretrained(out)
+    # diffusers records where each component was loaded from; in a folder that ships
+    # that is a path of the machine that built it, so it is dropped.
+    for config in out.glob("*/config.json"):
+        values = json.loads(config.read_text())
+        if values.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {out} ({size / 1e6:.1f} MB)")
 
