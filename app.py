@@ -397,6 +397,11 @@ def build_demo(demo: Demo):
                 )
                 with gr.Row():
                     amplitude = gr.Slider(0.0, 4.0, value=1.0, step=0.1, label="Amplitude")
+                    visible = gr.Checkbox(
+                        True,
+                        label="Visible motion",
+                        info="amplitude 1 = lifted to ~1 px; off: the model's own",
+                    )
                     speed = gr.Slider(0.25, 4.0, value=1.0, step=0.05, label="Speed")
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="Seed", minimum=0)
@@ -419,9 +424,6 @@ def build_demo(demo: Demo):
                         True, label="Unpainted: only vegetation and water move (automatic mask)"
                     )
                     renderer = gr.Dropdown(list(RENDERERS), value="auto", label="Renderer")
-                    visible = gr.Checkbox(
-                        True, label="Amplitude 1 = visible motion (off: the model's own)"
-                    )
                 animate_button = gr.Button("Animate", variant="primary", elem_id="animate")
             with gr.Column():
                 animation = gr.Image(
