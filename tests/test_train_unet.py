@@ -409,6 +409,42 @@ def test_assemble_default_can_take_the_renderer_from_the_folder_it_replaces(prep
     assert pipe.renderer is not None and pipe.config.motion_gain == 2.5  # the gain carried over
 
 
+def test_average_unets_is_the_mean_of_the_runs_and_refuses_what_cannot_be_averaged(
+    prepared, tmp_path
+):
+    """scripts/average_unets.py: the soup's U-Net is the tensor-wise mean of the runs', the
+    rest is the first run's, the gain is reset; runs of another U-Net config are refused."""
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import average_unets
+
+    from models.pipeline_motion import MotionPipeline
+
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for seed, run in enumerate(runs):
+        train(prepared, run, "--stage", "1", "--max_train_steps", "2", "--seed", str(seed))
+    soup = tmp_path / "soup"
+    assert average_unets.main(["--inputs", *map(str, runs), "--output_dir", str(soup)]) == 0
+    weights = [load_file(str(r / average_unets.UNET_WEIGHTS)) for r in [*runs, soup]]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    for name, tensor in weights[2].items():
+        torch.testing.assert_close(tensor, (weights[0][name] + weights[1][name]) / 2)
+    pipe = MotionPipeline.from_pretrained(soup)
+    assert pipe.config.motion_gain == 1.0 and not list(soup.glob("checkpoint-*"))
+    with pytest.raises(SystemExit, match="not empty"):
+        average_unets.main(["--inputs", *map(str, runs), "--output_dir", str(soup)])
+    with pytest.raises(SystemExit, match="at least two"):
+        average_unets.main(["--inputs", str(runs[0]), "--output_dir", str(tmp_path / "x")])
+    other = tmp_path / "other"
+    train(prepared, other, "--stage", "1", "--max_train_steps", "1", "--layers_per_block", "2")
+    with pytest.raises(SystemExit, match="U-Net config differs"):
+        average_unets.main(
+            ["--inputs", str(runs[0]), str(other), "--output_dir", str(tmp_path / "y")]
+        )
+    assert not (tmp_path / "y").exists()
+
+
 def test_min_moving_fraction_leaves_still_clips_out(prepared, tmp_path, caplog, monkeypatch):
     """--min_moving_fraction: only clips whose own mask covers that share train; a value no
     clip reaches is a clear error; the value is part of what a resume must match."""
