@@ -1175,12 +1175,18 @@ class MotionPipeline(DiffusionPipeline):
         timings["sample"], start = time.perf_counter() - start, time.perf_counter()
 
         # 3. to the output frame (D[0] = 0, upsampled, scaled, amplitude, mask)
-        spectral = self.motion_at_output(spectral, (out_w, out_h), amplitude, gate)
+        # (the visible gain is measured on the model's motion, so that ``amplitude`` still
+        # scales what it makes visible)
+        visible = amplitude_reference == "visible"
+        spectral = self.motion_at_output(
+            spectral, (out_w, out_h), 1.0 if visible else amplitude, gate
+        )
         self.last_visible_gains = None
-        if amplitude_reference == "visible":
+        if visible:
             gains = self.visible_gain(spectral, masks, out_w / frame_size[0])
             self.last_visible_gains = gains
-            spectral = spectral * torch.from_numpy(gains).to(spectral).view(-1, 1, 1, 1, 1)
+            scale = torch.from_numpy(gains * amplitude).to(spectral)
+            spectral = spectral * scale.view(-1, 1, 1, 1, 1)
 
         # 4. displacement at every frame, then 5. the frames
         disp = self.displacements(spectral, num_frames, fps, speed)  # (B, N, H, W, 2) px

@@ -396,6 +396,12 @@ def test_visible_reference_is_the_model_motion_times_its_gain(pipe):
     np.testing.assert_allclose(
         visible.displacements, gain * model.displacements, rtol=1e-4, atol=1e-5
     )
+    # the gain is measured at amplitude 1, so ``amplitude`` still scales the visible motion
+    doubled = run(pipe, photo(0), amplitude=1.0, amplitude_reference="visible")
+    assert pipe.last_visible_gains[0] == gain
+    np.testing.assert_allclose(
+        visible.displacements, 0.5 * doubled.displacements, rtol=1e-4, atol=1e-5
+    )
     with pytest.raises(ValueError, match="amplitude_reference"):
         run(pipe, photo(0), amplitude_reference="loud")
 
