@@ -4,9 +4,10 @@
 
 The photos: every annotated photo of ``benchmarks/data/motion_mask_annotations.json`` that
 no motion model trained on (the GPL photos, data/examples, scikit-learn's china.jpg and
-flower.jpg; the permissive ones are training photos and are skipped), cover-cropped to the
-model's 256x160 frame, sampled with sample.py's defaults (DPM-Solver++ 25 steps, guidance 4).
-Three settings of the same pipeline and seed:
+flower.jpg, the five lake photos of ``plasma-workspace-wallpapers`` when installed; the
+permissive ones are training photos and are skipped), cover-cropped to the model's 256x160
+frame, sampled with sample.py's sampling (DPM-Solver++ 25 steps, guidance 4). Four settings
+of the same pipeline and seed:
 
 * ``model``: no mask, gain 1: what sample.py did before the automatic mask and the gain;
 * ``default``: the automatic motion mask (``cues`` provider) and the pipeline's
