@@ -116,7 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop_guidance_scale", type=float, default=1.0,
                         help="strength of --loop")  # fmt: skip
     parser.add_argument("--amplitude", type=float, default=1.0,
-                        help="scales the sampled motion (a --poke's strength is its DX, DY)")  # fmt: skip
+                        help="scales the sampled motion; 1 is --amplitude_reference's level "
+                        "(a --poke's strength is its DX, DY)")  # fmt: skip
     parser.add_argument("--amplitude_reference", choices=AMPLITUDE_REFERENCES,
                         default=DEFAULT_AMPLITUDE_REFERENCE,
                         help="what --amplitude 1 is: visible: the model's motion lifted to a "
