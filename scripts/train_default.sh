@@ -64,38 +64,32 @@ python scripts/make_default_data.py --photos "$DATA/photos/permissive" \
     --variants_per_photo 14 --output_dir "$OUT/videos_v3" --clips_per_photo 1 --seed 3
 python prepare_data.py --videos "$OUT/videos_v3" --output_dir "$OUT/prepared_v3" \
     --num_workers 1 --val_fraction 0.05 --min_distinct_fraction 0 --no_progress
-# 2e. Issue 15, round 6 (shipped): stage 2 goes on from 2c with mask conditioning (the
-#     mask channels start at zero weights and learn 10x faster), on the round-3 clips that
-#     move (148 of 348), each clip's own motion mask given 90 % of the time: 30 % of those
-#     cut by a random brush stroke, half of the rest widened by a random still region
-#     ("may move"). 1802 steps (the 30 min the shipped run had on one core). Rounds 3-6
-#     and the rule that chose this one: docs/MODEL_CARD.md.
-MOTION_UNET="$OUT/unet_mask"
-[ -d "$MOTION_UNET/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared_v3" \
-    --codec resample:8 --output_dir "$MOTION_UNET" --stage 2 --pretrained_unet "$OUT/unet_stage2" \
-    --mask_conditioning --min_moving_fraction 0.05 --mask_probability 0.9 \
-    --mask_augmentation 0.3 --mask_slack 0.5 --mask_lr_scale 10 --train_batch_size 2 \
-    --learning_rate 1e-4 --lr_warmup_steps 20 --max_train_steps 1802 --random_flip \
-    --use_ema --ema_decay 0.995 --checkpointing_steps 100 --checkpoints_total_limit 2 \
-    --validation_steps 600 --seed 2 --resume_from_checkpoint latest
-# 2f. Issue 15, round 7: the same recipe with seed 5, and with --mask_slack 1.0 (the runs
-#     were time-stopped at 30 min: 1752 and 1759 steps).
-for RUN in "seed5 --seed 5 --mask_slack 0.5 --max_train_steps 1752" \
-           "slack1 --seed 2 --mask_slack 1.0 --max_train_steps 1759"; do
+# 2e. Issue 15, rounds 6-7: stage 2 goes on from 2c with mask conditioning (the mask
+#     channels start at zero weights and learn 10x faster), on the round-3 clips that move
+#     (148 of 348), each clip's own motion mask given 90 % of the time: 30 % of those cut by
+#     a random brush stroke, a share of the rest (--mask_slack) widened by a random still
+#     region ("may move"). Three runs: round 6's f (seed 2, slack 0.5), round 7's g (seed 5)
+#     and h (slack 1.0); each was stopped at 30 min on one core, which these step counts
+#     repeat (the learning rate is constant after warm-up, every draw depends on seed and step).
+MASK_RUNS=()
+for RUN in "f --seed 2 --mask_slack 0.5 --max_train_steps 1802" \
+           "g --seed 5 --mask_slack 0.5 --max_train_steps 1752" \
+           "h --seed 2 --mask_slack 1.0 --max_train_steps 1759"; do
     set -- $RUN
-    NAME=$1; shift
-    [ -d "$OUT/unet_mask_$NAME/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared_v3" \
-        --codec resample:8 --output_dir "$OUT/unet_mask_$NAME" --stage 2 \
+    RUN_DIR="$OUT/unet_mask_$1"; shift
+    MASK_RUNS+=("$RUN_DIR")
+    [ -d "$RUN_DIR/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared_v3" \
+        --codec resample:8 --output_dir "$RUN_DIR" --stage 2 \
         --pretrained_unet "$OUT/unet_stage2" --mask_conditioning --min_moving_fraction 0.05 \
         --mask_probability 0.9 --mask_augmentation 0.3 --mask_lr_scale 10 --train_batch_size 2 \
         --learning_rate 1e-4 --lr_warmup_steps 20 --random_flip --use_ema --ema_decay 0.995 \
         --checkpointing_steps 100 --checkpoints_total_limit 2 --validation_steps 600 \
         --resume_from_checkpoint latest "$@"
 done
-# 2g. Issue 15, round 8 (shipped): the mean of the three runs' U-Nets (the gain is measured
-#     again at step 4). The rule that chose it: docs/MODEL_CARD.md.
-python scripts/average_unets.py --inputs "$MOTION_UNET" "$OUT/unet_mask_seed5" \
-    "$OUT/unet_mask_slack1" --output_dir "$OUT/unet_mean" --overwrite
+# 2f. Issue 15, round 8 (shipped): the mean of the three runs' U-Nets (the gain is measured
+#     again at step 4). Rounds 3-8 and the rules that chose them: docs/MODEL_CARD.md.
+python scripts/average_unets.py --inputs "${MASK_RUNS[@]}" --output_dir "$OUT/unet_mean" \
+    --overwrite
 MOTION_UNET="$OUT/unet_mean"
 
 # 3. Renderer: real video (bikes.mp4 frames 0-186; frames 187-241 and tree.avi are held out
