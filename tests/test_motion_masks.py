@@ -159,6 +159,32 @@ def test_a_symmetric_object_or_a_periodic_facade_is_no_lake():
         assert score < MIRROR_MIN_SCORE or margin < MIRROR_MIN_MARGIN
 
 
+@pytest.mark.parametrize(
+    "name", ["astronaut", "camera", "chelsea", "clock", "coffee", "horse", "retina", "rocket"]
+)
+def test_no_mirror_line_in_scikit_images_without_water(name):
+    """Real and symmetric pictures without a lake (a face, a clock, a retina, a launch pad)
+    find no waterline: the mirror line must stay rare (docs/MOTION_MASKS.md)."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from data.motion_masks import (
+        ANALYSIS_LONG_SIDE,
+        MIRROR_MIN_MARGIN,
+        MIRROR_MIN_SCORE,
+        _mirror_line,
+        _resize_long_side,
+    )
+
+    image = np.asarray(getattr(skimage_data, name)())
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    image = image[..., :3]
+    if image.dtype != np.uint8:
+        image = (255 * image.astype(np.float32) / image.max()).astype(np.uint8)
+    small = _resize_long_side(np.ascontiguousarray(image), ANALYSIS_LONG_SIDE)
+    _, score, margin = _mirror_line(small.astype(np.float32).mean(axis=2) / 255.0)
+    assert score < MIRROR_MIN_SCORE or margin < MIRROR_MIN_MARGIN, (score, margin)
+
+
 def test_cues_are_resolution_independent():
     small = sky_over_foliage(96, 128)
     large = cv2.resize(small, (512, 384), interpolation=cv2.INTER_NEAREST)
