@@ -6,9 +6,12 @@ of 320 px; only the polygons, the file name, size and sha256 are stored, never p
 The photos come from five places (``--*-dir``): the GPL photos in
 ``../shared/data/photos/gpl`` (evaluation only), the permissive ones beside them, the
 repository's ``data/examples``, scikit-learn's sample images (``china.jpg``,
-``flower.jpg``; skipped when scikit-learn is not installed) and five water photos of
-Debian's ``plasma-workspace-wallpapers`` (``/usr/share/wallpapers``; evaluation only). A photo whose sha256 differs
-from the annotation's is skipped with a note, never scored.
+``flower.jpg``; skipped when scikit-learn is not installed), five water photos of
+Debian's ``plasma-workspace-wallpapers`` (``/usr/share/wallpapers``) and six landscapes,
+leaves and a trunk of Debian's ``lomiri-wallpapers-16.04``/``-20.04``
+(``/usr/share/backgrounds``); both evaluation only. A photo that is not installed is
+skipped; one whose sha256 differs from the annotation's is skipped with a note, never
+scored.
 
 Per photo and provider: IoU of the "moves" class (the mask thresholded at 0.5; "n/a" when
 the photo has nothing that moves), the mean IoU over the classes the annotation has (moves, still), and
@@ -52,6 +55,10 @@ ANNOTATIONS = ROOT / "benchmarks" / "data" / "motion_mask_annotations.json"
 # plasma-workspace-wallpapers (LGPL-3 / GPL-2+: evaluation only, never committed nor
 # trained on): ``apt-get install plasma-workspace-wallpapers`` puts them here.
 KDE_WALLPAPERS_DIR = Path("/usr/share/wallpapers")
+# Real landscapes, a forest stream, leaves against the sky, a meadow, a tree trunk from
+# Debian's lomiri-wallpapers-16.04 and -20.04 (CC-BY-4.0, CC-BY-SA-3.0/4.0, CC0: evaluation
+# only here): ``apt-get install lomiri-wallpapers-16.04 lomiri-wallpapers-20.04``.
+LOMIRI_WALLPAPERS_DIR = Path("/usr/share/backgrounds")
 
 
 def display_name(entry: dict) -> str:
@@ -314,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--examples-dir", type=Path, default=ROOT / "data" / "examples")
     parser.add_argument("--kde-dir", type=Path, default=KDE_WALLPAPERS_DIR)
+    parser.add_argument("--lomiri-dir", type=Path, default=LOMIRI_WALLPAPERS_DIR)
     parser.add_argument("--overlays", type=Path, default=None, help="write PNG overlays here")
     parser.add_argument(
         "--split", choices=["dev", "heldout"], default=None,
@@ -343,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         "examples": args.examples_dir,
         "sklearn": sklearn_images_dir(),
         "kde": args.kde_dir,
+        "lomiri": args.lomiri_dir,
     }
     if args.overlays is not None:
         args.overlays.mkdir(parents=True, exist_ok=True)

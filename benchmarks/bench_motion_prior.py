@@ -4,7 +4,8 @@
 
 The photos: every annotated photo of ``benchmarks/data/motion_mask_annotations.json`` that
 no motion model trained on (the GPL photos, data/examples, scikit-learn's china.jpg and
-flower.jpg, the five lake photos of ``plasma-workspace-wallpapers`` when installed; the
+flower.jpg, the five lake photos of ``plasma-workspace-wallpapers`` and six photos of
+``lomiri-wallpapers-16.04``/``-20.04`` when installed; the
 permissive ones are training photos and are skipped), cover-cropped to the model's 256x160
 frame, sampled with sample.py's sampling (DPM-Solver++ 25 steps, guidance 4). Four settings
 of the same pipeline and seed:
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_motion_masks import (  # noqa: E402
     ANNOTATIONS,
     KDE_WALLPAPERS_DIR,
+    LOMIRI_WALLPAPERS_DIR,
     ROOT,
     display_name,
     load_photo,
@@ -62,7 +64,7 @@ MODEL_SIZE = (256, 160)
 def held_out_photos(gpl_dir: Path) -> list[tuple[dict, np.ndarray, np.ndarray]]:
     """(annotation entry, photo, moving-region truth) at the model frame."""
     dirs = {"gpl": gpl_dir, "examples": ROOT / "data" / "examples", "sklearn": sklearn_images_dir(),
-            "kde": KDE_WALLPAPERS_DIR}  # fmt: skip
+            "kde": KDE_WALLPAPERS_DIR, "lomiri": LOMIRI_WALLPAPERS_DIR}  # fmt: skip
     photos = []
     for entry in json.loads(ANNOTATIONS.read_text())["photos"]:
         folder = dirs.get(entry["source"])

@@ -437,7 +437,10 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
         reflection = _smoothstep(distance, 0.06, 0.025) * _smoothstep(ratio, 0.1, 0.15)
         reflection = reflection * _smoothstep(ratio, 1.2, 1.1) * (mirror_rows >= 0)[:, None]
         water_colour = np.maximum(water_colour, reflection)
-    water = water_colour * below * calm * np.maximum(horizontal, smooth)
+    # Calm water is level (its ripples are horizontal) or glassy; a hazy blue mountain
+    # has the sky's colour too, but an isotropic rock texture of a few grey levels.
+    glassy = 1.0 - _smoothstep(rms, 0.006, 0.012)
+    water = water_colour * below * calm * np.maximum(horizontal, glassy)
     # Straight edges veto water unless they are level (ripples, the far shore).
     water = water * (1.0 - sky) * (1.0 - 0.8 * straight * (1.0 - horizontal))
     vegetation = vegetation * (1.0 - water)

@@ -116,6 +116,31 @@ def test_cues_find_a_lake_reflecting_the_sky():
     assert estimate_motion_mask(image)[:34].max() < 0.05
 
 
+def test_a_hazy_blue_mountain_is_not_water():
+    """A pale sky over a hazy blue-grey mountain (the sky's hue, smooth, a faint rock
+    texture with no preferred direction) over green meadow: the mountain has water's
+    colour and calm but neither its level ripples nor its glassy smoothness, so most of it
+    stays still (0.59 water before the glassy rule, 0.30 after); made level (the same
+    texture stretched along x, like ripples) the same pixels are water."""
+    height, width = 120, 192
+    rng = np.random.default_rng(0)
+    image = np.empty((height, width, 3), np.float32)
+    image[:30] = (215, 225, 240)
+    rock = cv2.GaussianBlur(rng.normal(0, 1, (60, width)).astype(np.float32), (0, 0), 1.5)
+    rock = 8 * rock / rock.std()
+    image[30:90] = np.array([135, 150, 175], np.float32) + rock[..., None]
+    meadow = cv2.GaussianBlur(rng.random((30, width)).astype(np.float32), (0, 0), 1.0)
+    image[90:] = np.array([60, 130, 40], np.float32) + 50 * (meadow[..., None] - 0.5)
+    mountain = np.clip(image, 0, 255).astype(np.uint8)
+    assert estimate_regions(mountain)["water"][40:85].mean() < 0.4
+    assert estimate_motion_mask(mountain)[40:85].mean() < 0.4
+    noise = rng.normal(0, 1, (60, width)).astype(np.float32)
+    ripples = cv2.GaussianBlur(noise, (0, 0), sigmaX=12, sigmaY=0.8)
+    image[30:90] = np.array([135, 150, 175], np.float32) + (8 * ripples / ripples.std())[..., None]
+    lake = np.clip(image, 0, 255).astype(np.uint8)
+    assert estimate_regions(lake)["water"][40:85].mean() > 0.6
+
+
 def mirror_lake(height=120, width=192, waterline=80, seed=0, darken=0.7):
     """A smooth dusk sky, a dark far shore with a ragged treeline, and below the
     waterline their reflection: the scene flipped, ``darken`` times as bright, blurred."""
