@@ -1,6 +1,6 @@
 """Where and how much a motion pipeline moves held-out photos, against hand annotations.
 
-    python benchmarks/bench_motion_prior.py [--model weights/default] [--seeds 0]
+    python benchmarks/bench_motion_prior.py [--model weights/default] [--seeds 0] [--photos aitzgorri life]
 
 The photos: every annotated photo of ``benchmarks/data/motion_mask_annotations.json`` that
 no motion model trained on (the GPL photos, data/examples, scikit-learn's china.jpg and
@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument(
+        "--photos", nargs="+", metavar="NAME",
+        help="only these annotated photos (their names as printed; all by default)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -113,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     pipe.set_scheduler(DEFAULT_SCHEDULER)
     gain = pipe.config.motion_gain
     photos = held_out_photos(Path(args.gpl))
+    if args.photos:
+        unknown = set(args.photos) - {display_name(entry) for entry, _, _ in photos}
+        if unknown:
+            print(f"no such annotated photo found: {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 1
+        photos = [item for item in photos if display_name(item[0]) in args.photos]
     if not photos:
         print("no held-out annotated photo found", file=sys.stderr)
         return 1
