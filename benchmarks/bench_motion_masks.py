@@ -6,7 +6,7 @@ of 320 px; only the polygons, the file name, size and sha256 are stored, never p
 The photos come from five places (``--*-dir``): the GPL photos in
 ``../shared/data/photos/gpl`` (evaluation only), the permissive ones beside them, the
 repository's ``data/examples``, scikit-learn's sample images (``china.jpg``,
-``flower.jpg``; skipped when scikit-learn is not installed), five water photos of
+``flower.jpg``; skipped when scikit-learn is not installed), five lakes and a forest of
 Debian's ``plasma-workspace-wallpapers`` (``/usr/share/wallpapers``) and six landscapes,
 leaves and a trunk of Debian's ``lomiri-wallpapers-16.04``/``-20.04``
 (``/usr/share/backgrounds``); both evaluation only. A photo that is not installed is
@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 from data.motion_masks import estimate_motion_mask  # noqa: E402
 
 ANNOTATIONS = ROOT / "benchmarks" / "data" / "motion_mask_annotations.json"
-# Real photos of water (lakes at dusk, in fog, at sunset) from Debian's
+# Real photos of water (lakes at dusk, in fog, at sunset) and a forest from Debian's
 # plasma-workspace-wallpapers (LGPL-3 / GPL-2+: evaluation only, never committed nor
 # trained on): ``apt-get install plasma-workspace-wallpapers`` puts them here.
 KDE_WALLPAPERS_DIR = Path("/usr/share/wallpapers")

@@ -4,7 +4,7 @@
 
 The photos: every annotated photo of ``benchmarks/data/motion_mask_annotations.json`` that
 no motion model trained on (the GPL photos, data/examples, scikit-learn's china.jpg and
-flower.jpg, the five lake photos of ``plasma-workspace-wallpapers`` and six photos of
+flower.jpg, five lakes and a forest of ``plasma-workspace-wallpapers`` and six photos of
 ``lomiri-wallpapers-16.04``/``-20.04`` when installed; the
 permissive ones are training photos and are skipped), cover-cropped to the model's 256x160
 frame, sampled with sample.py's sampling (DPM-Solver++ 25 steps, guidance 4). Four settings
