@@ -627,3 +627,46 @@ def test_mask_slack_out_of_range_is_refused(capsys):
             ["--train_data_dir", "x", "--codec", "resample:8", "--mask_slack", "1.5"]
         )
     assert "--mask_slack must be in [0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_average_unets_base_moves_the_mean_towards_the_init(prepared, tmp_path):
+    """--base INIT --base_weight w: w * init + (1 - w) * mean(runs), the init loaded as the
+    fine-tunes loaded it (a mask-conditioned run's mask channels count as zero in an init
+    without them); bad flags and an init of another U-Net are refused, nothing written."""
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import average_unets
+
+    plain = tmp_path / "plain"
+    train(prepared, plain, "--stage", "1", "--max_train_steps", "1", "--checkpointing_steps", "5")
+    masked = tmp_path / "masked"
+    train(prepared, masked, "--stage", "1", "--pretrained_unet", str(plain), "--mask_conditioning",
+          "--mask_probability", "1", "--max_train_steps", "2", "--checkpointing_steps", "5")  # fmt: skip
+    out = tmp_path / "wise"
+    assert average_unets.main(["--inputs", str(masked), "--base", str(plain), "--base_weight",
+                               "0.75", "--output_dir", str(out)]) == 0  # fmt: skip
+    init, run, mixed = (
+        load_file(str(p / average_unets.UNET_WEIGHTS)) for p in (plain, masked, out)
+    )
+    first = "image_encoder.layers.0.weight"
+    assert run[first][:, 3:].abs().sum() > 0 and init[first].shape[1] == 3
+    torch.testing.assert_close(mixed[first][:, :3], 0.75 * init[first] + 0.25 * run[first][:, :3])
+    torch.testing.assert_close(mixed[first][:, 3:], 0.25 * run[first][:, 3:])
+    for name in run.keys() - {first}:
+        torch.testing.assert_close(mixed[name], 0.75 * init[name] + 0.25 * run[name])
+    assert MotionUNet.from_pretrained(out / "unet").config.mask_conditioning
+
+    def refused(match: str, *flags: str) -> None:
+        target = tmp_path / "refused"
+        with pytest.raises(SystemExit, match=match):
+            average_unets.main(["--inputs", str(masked), *flags, "--output_dir", str(target)])
+        assert not target.exists()
+
+    refused("go together", "--base", str(plain))
+    refused("in \\[0, 1\\]", "--base", str(plain), "--base_weight", "1.5")
+    refused("at least two")  # one run alone is no soup
+    refused("no unet/config.json", "--base", str(tmp_path / "missing"), "--base_weight", "0.5")
+    other = tmp_path / "other"
+    train(prepared, other, "--stage", "1", "--max_train_steps", "1", "--layers_per_block", "2")
+    refused("differs from the runs'", "--base", str(other), "--base_weight", "0.5")
