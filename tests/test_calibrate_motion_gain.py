@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler
@@ -47,6 +48,7 @@ def test_gain_is_measured_written_and_ignores_the_current_gain(prepared, tmp_pat
     printed = capsys.readouterr().out
     gain = json.loads((folder / "model_index.json").read_text())["motion_gain"]
     assert gain > 0 and f"median ratio {gain:.3f}" in printed
+    assert "90 % bootstrap interval of the median" in printed
     assert MotionPipeline.from_pretrained(folder).config.motion_gain == gain
     # measured again on the calibrated pipeline: the same gain, not gain squared
     calibrate_motion_gain.main(argv)
@@ -63,3 +65,20 @@ def test_bad_inputs(prepared, tmp_path):
     with pytest.raises(SystemExit):
         calibrate_motion_gain.main(["--model", str(folder), "--train_data_dir", str(prepared),
                                     "--num_clips", "0"])  # fmt: skip
+
+
+def test_median_interval_brackets_the_median_and_narrows_with_more_clips():
+    """The bootstrap interval holds the sample median, is reproducible (seeded), narrows as
+    clips are added, is a point when every ratio is equal, and refuses empty or NaN input."""
+    rng = np.random.default_rng(1)
+    few = rng.lognormal(0.5, 0.8, size=24)
+    many = rng.lognormal(0.5, 0.8, size=400)
+    low, high = calibrate_motion_gain.median_interval(few)
+    assert low < np.median(few) < high
+    assert (low, high) == calibrate_motion_gain.median_interval(few)
+    low_many, high_many = calibrate_motion_gain.median_interval(many)
+    assert high_many - low_many < (high - low) / 2
+    assert calibrate_motion_gain.median_interval([1.5] * 5) == (1.5, 1.5)
+    for bad in ([], [1.0, float("nan")], [[1.0, 2.0]]):
+        with pytest.raises(ValueError, match="finite ratios"):
+            calibrate_motion_gain.median_interval(bad)
