@@ -16,9 +16,11 @@ and can forget what the init knew (here: where a photo moves by itself); part of
 back can keep some of both. The base is loaded the way the fine-tunes loaded it (mask
 channels and frequency attention added with zero weights when it lacks them), so its
 normalisation statistics may differ from the runs' (train_unet.py measures them on each
-run's data); the output keeps the runs'. The output is a copy of the first run's folder (codec, scheduler, model_index)
-with the averaged U-Net; its ``motion_gain`` is reset to 1.0, because the gain belongs to
-the weights: calibrate it again (``scripts/calibrate_motion_gain.py --write``). The
+run's data); the output keeps the runs'.
+
+The output is a copy of the first run's folder (codec, scheduler, model_index) with the
+averaged U-Net; its ``motion_gain`` is reset to 1.0, because the gain belongs to the
+weights: calibrate it again (``scripts/calibrate_motion_gain.py --write``). The
 checkpoints, validation images and logs of the runs are not copied.
 """
 
@@ -106,9 +108,9 @@ def base_state_dict(base: Path, runs_config: Path) -> dict[str, torch.Tensor]:
         )
     except (OSError, ValueError) as error:
         raise SystemExit(f"error: --base {base}: {error}") from None
-    ignored = {"_name_or_path", "_diffusers_version"}
+    # private keys (_name_or_path, _diffusers_version, ...) say where, not what
     base_config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
-    wanted = {k: v for k, v in config.items() if k not in ignored and not k.startswith("_")}
+    wanted = {k: v for k, v in config.items() if not k.startswith("_")}
     differing = sorted(k for k in wanted if base_config.get(k) != wanted[k])
     if differing:
         raise SystemExit(f"error: --base {base}: its U-Net differs from the runs' in {differing}")
