@@ -289,7 +289,8 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
     * **water**: below the horizon (the lowest row where sky is common), calm, level
       (intensity changes mostly along y) or glassy (a hazy blue mountain is neither: its
       faint rock texture has no direction), and either of the sky's colour (reflections:
-      a lake under a sunset is orange) or blue-grey and not dark; with no sky in view, blue-grey and smooth anywhere. A **mirror line**
+      a lake under a sunset is orange) or blue-grey and not dark; with no sky in view,
+      blue-grey and smooth anywhere. A **mirror line**
       (``_mirror_line``: the scene above a level row reflected below it, a calm lake's
       waterline) overrides the horizon: the sky ends there, and below it every calm pixel
       whose colour matches its mirror image above (darker allowed) is water too;
