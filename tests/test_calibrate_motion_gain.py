@@ -55,6 +55,21 @@ def test_gain_is_measured_written_and_ignores_the_current_gain(prepared, tmp_pat
     assert f"median ratio {gain:.3f}" in capsys.readouterr().out
 
 
+def test_every_moving_clip_is_used_unless_fewer_are_asked_for():
+    # items 0, 3, 6, 9 move over 10 % of the frame, the others over 5 % at most
+    items = []
+    for index in range(10):
+        mask = torch.zeros(1, 10, 10)
+        mask[0, : (5 if index % 3 == 0 else 0)] = 1.0
+        mask[0, 9, : (5 if index % 3 == 1 else 0)] = 1.0
+        items.append({"motion_mask": mask, "index": index})
+    chosen = calibrate_motion_gain.moving_clips(items, None, 0.1)
+    assert [item["index"] for item in chosen] == [0, 3, 6, 9]
+    assert [item["index"] for item in calibrate_motion_gain.moving_clips(items, 2, 0.1)] == [0, 6]
+    assert len(calibrate_motion_gain.moving_clips(items, 50, 0.1)) == 4
+    assert len(calibrate_motion_gain.moving_clips(items, None, 0.05)) == 7
+
+
 def test_bad_inputs(prepared, tmp_path):
     with pytest.raises(SystemExit):
         calibrate_motion_gain.main(["--model", str(tmp_path), "--train_data_dir", str(prepared)])
