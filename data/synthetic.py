@@ -58,6 +58,11 @@ DEFAULT_AMPLITUDE_RANGE = (0.6, 3.0)
 # The distribution datasets drew amplitudes from before issue 15 (uniform).
 LEGACY_AMPLITUDE_RANGE = (0.75, 2.25)
 AMPLITUDE_DISTRIBUTIONS = ("log-uniform", "uniform")
+# A vegetation mode at frequency f has RMS ``amplitude * (f_ref / f) ** falloff``: f^-1.5
+# (power f^-3) since issue 15, from tree.avi, which puts 97 % of its power below 0.6 Hz;
+# before issue 15, 1/f (56 % there; docs/MOTION_MASKS.md). Water modes keep 1/f.
+VEGETATION_FALLOFF = 1.5
+LEGACY_VEGETATION_FALLOFF = 1.0
 
 
 @dataclass
@@ -170,10 +175,9 @@ class _RegionStyle:
 
 
 _STYLES = {
-    # Leaves and branches: large coherent sway, mostly horizontal, standing modes.
-    # Amplitude falls as f^-1.5 (power as f^-3): a real tree puts 97 % of its power below
-    # 0.6 Hz, the 1/f law of before issue 15 only 56 % (docs/MOTION_MASKS.md, tree.avi).
-    "vegetation": _RegionStyle(4, 1.0, 0.4, (0.15, 0.4), (0.0, math.inf), None, 1.5),
+    # Leaves and branches: large coherent sway, mostly horizontal, standing modes, falling
+    # as f^-VEGETATION_FALLOFF.
+    "vegetation": _RegionStyle(4, 1.0, 0.4, (0.15, 0.4), (0.0, math.inf), None, VEGETATION_FALLOFF),
     # Water: small ripples, fine travelling waves, higher frequencies.
     "water": _RegionStyle(3, 0.3, 0.06, (0.7, 1.3), (0.6, math.inf), (0.06, 0.2)),
 }
@@ -185,13 +189,14 @@ def _sample_modes(
     rng: np.random.Generator,
     amplitude: float,
     freq_range_hz: tuple[float, float],
+    vegetation_falloff: float = VEGETATION_FALLOFF,
 ) -> tuple[np.ndarray, list[dict]]:
     """Draw modes and sum them per bin: ``coeff (K, H, W, 2)`` complex, and their records.
 
     ``coeff[k]`` holds ``sum M_m`` over the modes at bin k (for x and y). A mode's shape
     has RMS ``amplitude * region amplitude * (f_ref / f) ** falloff`` (times a random
-    0.5..1) over its region, f_ref the lowest allowed frequency (falloff: 1.5 for
-    vegetation, 1 for water).
+    0.5..1) over its region, f_ref the lowest allowed frequency (falloff:
+    ``vegetation_falloff`` for vegetation, 1 for water).
     """
     height, width = next(iter(masks.values())).shape
     short = min(height, width)
@@ -215,7 +220,8 @@ def _sample_modes(
             # some spread: the expected power per bin then falls as f^(-2 falloff).
             k = int(rng.choice(region_bins))
             freq = k * config.fps / config.num_frames
-            falloff = (f_ref / freq) ** style.falloff
+            exponent = vegetation_falloff if region == "vegetation" else style.falloff
+            falloff = (f_ref / freq) ** exponent
             mode_amp = amplitude * style.amplitude * falloff * rng.uniform(0.5, 1.0)
             scale = style.shape_scale * short
             shape = np.empty((height, width, 2), dtype=np.complex128)
@@ -262,6 +268,7 @@ def synthesize_motion(
     seed: int | np.random.Generator = 0,
     amplitude: float = DEFAULT_AMPLITUDE,
     freq_range_hz: tuple[float, float] = DEFAULT_FREQ_RANGE_HZ,
+    vegetation_falloff: float = VEGETATION_FALLOFF,
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Modal motion for given region masks: displacement, analytic spectrum and the modes.
 
@@ -270,11 +277,13 @@ def synthesize_motion(
         config: T, fps and K.
         seed: seed or generator.
         amplitude: pixels; a vegetation mode at frequency f gets an RMS (over its region,
-            x component) of ``amplitude * (f_ref / f) ** 1.5 * U(0.5, 1)``, f_ref the
-            lowest allowed frequency (0.2 Hz by default); a water mode
+            x component) of ``amplitude * (f_ref / f) ** vegetation_falloff * U(0.5, 1)``,
+            f_ref the lowest allowed frequency (0.2 Hz by default); a water mode
             ``0.3 * amplitude * f_ref / f * U(0.5, 1)``. The amplitude is not renormalised
             per clip, so the power law holds across a dataset too.
         freq_range_hz: frequencies modes are drawn from (on FFT bins only).
+        vegetation_falloff: 1.5 (``VEGETATION_FALLOFF``) or the 1/f of before issue 15
+            (``LEGACY_VEGETATION_FALLOFF``).
 
     Returns:
         ``displacement (T, H, W, 2)`` float32 with ``displacement[0] = 0`` exactly,
@@ -291,7 +300,9 @@ def synthesize_motion(
         name: np.clip(np.asarray(masks.get(name, np.zeros(shape)), dtype=np.float32), 0, 1)
         for name in _STYLES
     }
-    coeff, modes = _sample_modes(masks, config, rng, amplitude, freq_range_hz)
+    if not (np.isfinite(vegetation_falloff) and vegetation_falloff >= 0):
+        raise ValueError(f"vegetation_falloff must be finite and >= 0, got {vegetation_falloff}")
+    coeff, modes = _sample_modes(masks, config, rng, amplitude, freq_range_hz, vegetation_falloff)
     spectral = modes_to_spectral(coeff)
     displacement = spectral_to_displacement(spectral, config.num_frames)
     displacement[0] = 0.0  # already 0 up to float rounding; make it exact
@@ -313,6 +324,7 @@ def synthesize_oscillation(
     render: bool = True,
     renderer: str = "softsplat",
     cues: str = "cues",
+    vegetation_falloff: float = VEGETATION_FALLOFF,
 ) -> SyntheticClip:
     """Animate a still photo with natural-looking oscillation and return its spectral volume.
 
@@ -324,7 +336,8 @@ def synthesize_oscillation(
         config: clip length, frame rate and number of kept frequencies.
         seed: seed or generator for every random choice (deterministic).
         amplitude: RMS displacement (pixels) of a vegetation mode at the lowest allowed
-            frequency; higher modes fall as f^-1.5 (see ``synthesize_motion``).
+            frequency; higher modes fall as f^-``vegetation_falloff`` (see
+            ``synthesize_motion``).
         freq_range_hz: frequencies modes are drawn from (on FFT bins only).
         masks: region masks to use instead of ``estimate_motion_regions(image)``
             (``{"vegetation", "water"}``, ``(H, W)`` in [0, 1]; a missing one is empty).
@@ -334,6 +347,7 @@ def synthesize_oscillation(
             there) or "average" (plain average splatting, faster).
         cues: which image cues find the regions when ``masks`` is None: "cues" or
             "legacy" (see ``estimate_motion_regions``).
+        vegetation_falloff: see ``synthesize_motion``.
 
     Returns:
         ``SyntheticClip`` (frames, displacement, spectral, motion_mask, metadata).
@@ -348,7 +362,9 @@ def synthesize_oscillation(
         if mask.shape != (height, width):
             raise ValueError(f"mask {name!r} has shape {mask.shape}, image is {height}x{width}")
 
-    displacement, _, modes = synthesize_motion(masks, config, seed, amplitude, freq_range_hz)
+    displacement, _, modes = synthesize_motion(
+        masks, config, seed, amplitude, freq_range_hz, vegetation_falloff
+    )
     spectral = displacement_to_spectral(displacement, config.num_freqs)
     frames = render_frames(image, displacement, renderer) if render else None
     motion_mask = np.clip(sum(masks.values()), 0.0, 1.0).astype(np.float32)
@@ -359,6 +375,7 @@ def synthesize_oscillation(
         "modes": modes,
         "max_displacement_px": float(np.abs(displacement).max()),
         "region_cues": cues if given_masks is None else "given",
+        "vegetation_falloff": float(vegetation_falloff),
         "motion_config": config.to_dict(),
     }
     return SyntheticClip(frames, displacement, spectral, motion_mask, metadata)
@@ -388,6 +405,7 @@ def write_synthetic_dataset(
     amplitude_range: tuple[float, float] = DEFAULT_AMPLITUDE_RANGE,
     cues: str = "cues",
     amplitude_distribution: str = "log-uniform",
+    vegetation_falloff: float = VEGETATION_FALLOFF,
 ) -> list[Path]:
     """Write ``clips_per_photo`` synthetic clips per photo: an mp4 and its exact spectrum.
 
@@ -401,8 +419,9 @@ def write_synthetic_dataset(
     ``first_frame (H, W, 3)`` uint8 (the photo, lossless) and ``motion_mask (H, W)``
     float32; one ``manifest.json`` lists the clips with their seeds and modes. Seeds
     derive from ``seed`` alone, so the same call writes the same dataset. ``cues`` picks
-    the region cues (``estimate_motion_regions``; "legacy" reproduces datasets written
-    before issue 15).
+    the region cues (``estimate_motion_regions``) and ``vegetation_falloff`` the spectrum
+    (``synthesize_motion``): "legacy", ``LEGACY_VEGETATION_FALLOFF`` and the legacy
+    amplitudes reproduce the teacher of before issue 15.
 
     Returns:
         The written ``.mp4`` paths.
@@ -431,7 +450,9 @@ def write_synthetic_dataset(
                 amplitude = float(np.exp(rng.uniform(np.log(low), np.log(high))))
             else:
                 amplitude = float(rng.uniform(low, high))
-            clip = synthesize_oscillation(image, config, rng, amplitude, cues=cues)
+            clip = synthesize_oscillation(
+                image, config, rng, amplitude, cues=cues, vegetation_falloff=vegetation_falloff
+            )
             video_path = write_mp4(clip.frames, out_dir / f"{stem}.mp4", config.fps, overwrite=True)
             write_npz_atomic(
                 out_dir / f"{stem}.npz",

@@ -18,8 +18,10 @@ then stay still), which is what the motion model must learn from a handful of ph
 
 Clip amplitudes are drawn log-uniformly in 0.6-3.0 px by default (``--amplitude_range``,
 ``--amplitude_distribution``; docs/SYNTHETIC_DATA.md gives the calibration on tree.avi);
-datasets written before issue 15 used ``--amplitude_distribution uniform
---amplitude_range 0.75 2.25 --cues legacy``. Photos named like the bundled examples
+``--legacy_teacher`` writes data as before issue 15 (the round-1/2 data of the shipped
+U-Net's ancestors, steps 1 and 2b of scripts/train_default.sh): legacy cues, amplitudes
+uniform in 0.75-2.25 px, vegetation modes falling as 1/f, scikit-image's first 7 photos.
+Photos named like the bundled examples
 (``data/examples``, its subfolders included) or scikit-learn's china.jpg / flower.jpg are
 left out unless ``--include_examples``: they are the held-out evaluation photos.
 """
@@ -40,6 +42,9 @@ from data.images import collect_images, load_image  # noqa: E402
 from data.synthetic import (  # noqa: E402
     AMPLITUDE_DISTRIBUTIONS,
     DEFAULT_AMPLITUDE_RANGE,
+    LEGACY_AMPLITUDE_RANGE,
+    LEGACY_VEGETATION_FALLOFF,
+    VEGETATION_FALLOFF,
     write_synthetic_dataset,
 )
 
@@ -52,19 +57,20 @@ SKIMAGE_PHOTOS = (
     "astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "grass", "camera",
     "brick", "gravel", "motorcycle_right",
 )  # fmt: skip
+LEGACY_SKIMAGE_PHOTOS = SKIMAGE_PHOTOS[:7]  # those of before issue 15
 # Photos held out of every shipped model's training, whatever folder they come from: the
 # bundled examples and scikit-learn's two photos (china.jpg is data/examples/brush's photo).
 HELD_OUT_NAMES = {"china.jpg", "flower.jpg"}
 
 
-def skimage_photos(out_dir: Path) -> list[Path]:
-    """Save scikit-image's natural photos as PNG files in ``out_dir`` (RGB)."""
+def skimage_photos(out_dir: Path, names=SKIMAGE_PHOTOS) -> list[Path]:
+    """Save scikit-image's natural photos ``names`` as PNG files in ``out_dir`` (RGB)."""
     import skimage
 
     source = Path(skimage.__file__).parent / "data"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name in SKIMAGE_PHOTOS:
+    for name in names:
         file = next(source.glob(f"{name}.*"))
         array = np.asarray(Image.open(file).convert("RGB"))
         path = out_dir / f"skimage_{name}.png"
@@ -146,22 +152,38 @@ def main() -> None:
     parser.add_argument(
         "--include_examples", action="store_true", help="keep data/examples photos (eval sets)"
     )
+    # The teacher; the defaults are issue 15's, --legacy_teacher those of before it.
+    parser.add_argument("--amplitude_range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help=f"clip amplitude in pixels (default {DEFAULT_AMPLITUDE_RANGE})")  # fmt: skip
+    parser.add_argument("--amplitude_distribution", choices=AMPLITUDE_DISTRIBUTIONS,
+                        help="default log-uniform")  # fmt: skip
+    parser.add_argument("--cues", choices=["cues", "legacy"], help="region cues (default cues)")
+    parser.add_argument("--vegetation_falloff", type=float,
+                        help=f"vegetation modes fall as f^-this (default {VEGETATION_FALLOFF})")  # fmt: skip
     parser.add_argument(
-        "--amplitude_range", type=float, nargs=2, default=list(DEFAULT_AMPLITUDE_RANGE),
-        metavar=("LOW", "HIGH"), help="clip amplitude in pixels (see data/synthetic.py)",
+        "--legacy_teacher", action="store_true",
+        help="the teacher of the round-1/2 data (before issue 15): legacy cues, amplitudes "
+        f"uniform in {LEGACY_AMPLITUDE_RANGE} px, 1/f vegetation, scikit-image's "
+        f"{len(LEGACY_SKIMAGE_PHOTOS)} photos of then; a flag given as well wins",
     )  # fmt: skip
-    parser.add_argument(
-        "--amplitude_distribution", choices=AMPLITUDE_DISTRIBUTIONS, default="log-uniform"
-    )
-    parser.add_argument(
-        "--cues", choices=["cues", "legacy"], default="cues", help="region cues of the teacher"
-    )
     args = parser.parse_args()
     if args.output_dir is None:
         parser.error("--output_dir is required")
+    teacher = (
+        {"amplitude_range": list(LEGACY_AMPLITUDE_RANGE), "amplitude_distribution": "uniform",
+         "cues": "legacy", "vegetation_falloff": LEGACY_VEGETATION_FALLOFF}
+        if args.legacy_teacher else
+        {"amplitude_range": list(DEFAULT_AMPLITUDE_RANGE), "amplitude_distribution": "log-uniform",
+         "cues": "cues", "vegetation_falloff": VEGETATION_FALLOFF}
+    )  # fmt: skip
+    for name, value in teacher.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     low, high = args.amplitude_range
     if not 0 < low <= high:
         parser.error(f"--amplitude_range must be 0 < LOW <= HIGH, got {low} {high}")
+    if not (math.isfinite(args.vegetation_falloff) and args.vegetation_falloff >= 0):
+        parser.error(f"--vegetation_falloff must be finite and >= 0, got {args.vegetation_falloff}")
 
     example_names = set(HELD_OUT_NAMES)
     if EXAMPLES_DIR.is_dir():
@@ -170,7 +192,8 @@ def main() -> None:
     if not args.include_examples:
         photos = [p for p in photos if p.name not in example_names]
     if args.skimage:
-        photos += skimage_photos(Path(args.output_dir).parent / "skimage_photos")
+        names = LEGACY_SKIMAGE_PHOTOS if args.legacy_teacher else SKIMAGE_PHOTOS
+        photos += skimage_photos(Path(args.output_dir).parent / "skimage_photos", names)
     photos += video_first_frames(args.video_frames, Path(args.output_dir).parent / "video_frames")
     if args.variants_per_photo > 1:
         photos = augmented_photos(
@@ -190,6 +213,7 @@ def main() -> None:
         amplitude_range=(low, high),
         cues=args.cues,
         amplitude_distribution=args.amplitude_distribution,
+        vegetation_falloff=args.vegetation_falloff,
     )
     print(f"wrote {len(written)} clips")
 

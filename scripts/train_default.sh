@@ -16,8 +16,10 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # one thread per process beat two
 # 1. Motion training data: the permissive photos + scikit-image's photos, animated with
 #    synthetic motion (6 clips each), then prepared like real footage. The bundled
 #    examples (data/examples) are left out. Still scenes are kept (--min_distinct_fraction 0).
+#    Rounds 1-2 used the teacher of before issue 15 (--legacy_teacher: the data they saw,
+#    bit for bit; the shipped U-Net is three quarters of round 2's).
 python scripts/make_default_data.py --photos "$DATA/photos/permissive" --skimage \
-    --output_dir "$OUT/videos" --clips_per_photo 6 --seed 1
+    --output_dir "$OUT/videos" --clips_per_photo 6 --seed 1 --legacy_teacher
 python prepare_data.py --videos "$OUT/videos" --output_dir "$OUT/prepared" --num_workers 1 \
     --val_fraction 0.1 --min_distinct_fraction 0 --no_progress
 
@@ -35,7 +37,7 @@ UNET="--block_out_channels 32 64 128 --layers_per_block 1 --attention_head_dim 3
 #     (and sway) or stop being green (and stay still).
 python scripts/make_default_data.py --photos "$DATA/photos/permissive" --skimage \
     --video_frames "$DATA/videos/tree.avi" "$DATA/videos/bikes.mp4" --variants_per_photo 14 \
-    --output_dir "$OUT/videos_v2" --clips_per_photo 1 --seed 2
+    --output_dir "$OUT/videos_v2" --clips_per_photo 1 --seed 2 --legacy_teacher
 python prepare_data.py --videos "$OUT/videos_v2" --output_dir "$OUT/prepared_v2" --num_workers 1 \
     --val_fraction 0.05 --min_distinct_fraction 0 --no_progress
 

@@ -8,6 +8,8 @@ import pytest
 from data.config import MotionConfig
 from data.spectral import displacement_to_spectral, spectral_to_displacement
 from data.synthetic import (
+    LEGACY_VEGETATION_FALLOFF,
+    VEGETATION_FALLOFF,
     allowed_bins,
     estimate_motion_regions,
     synthesize_motion,
@@ -90,19 +92,25 @@ def test_motion_sits_on_the_vegetation(clip):
     assert np.abs(clip.displacement[..., 0]).mean() > 1.5 * np.abs(clip.displacement[..., 1]).mean()
 
 
-def test_mode_amplitudes_fall_as_f_to_the_minus_1_5():
-    # Vegetation modes: RMS = A * (f_ref / f) ** 1.5 * U(0.5, 1) (calibrated on tree.avi).
+@pytest.mark.parametrize("falloff", [None, LEGACY_VEGETATION_FALLOFF])
+def test_mode_amplitudes_fall_as_f_to_the_minus_falloff(falloff):
+    # Vegetation modes: RMS = A * (f_ref / f) ** falloff * U(0.5, 1): 1.5 by default
+    # (calibrated on tree.avi), 1 for the teacher of before issue 15.
     masks = estimate_motion_regions(green_and_blue())
     config = MotionConfig(num_frames=60, fps=30.0, num_freqs=7, width=64, height=48)
     f_ref = allowed_bins(config)[0] * config.fps / config.num_frames
+    kwargs = {} if falloff is None else {"vegetation_falloff": falloff}
+    exponent = VEGETATION_FALLOFF if falloff is None else falloff
     ratios, freqs = [], set()
     for seed in range(10):
-        _, _, modes = synthesize_motion(masks, config, seed=seed, amplitude=1.5)
-        ratios += [m["amplitude_px"] * (m["frequency_hz"] / f_ref) ** 1.5 / 1.5 for m in modes]
+        _, _, modes = synthesize_motion(masks, config, seed=seed, amplitude=1.5, **kwargs)
+        ratios += [m["amplitude_px"] * (m["frequency_hz"] / f_ref) ** exponent / 1.5 for m in modes]
         freqs |= {m["frequency_hz"] for m in modes}
     assert len(ratios) == 40  # 4 vegetation modes per clip, no water
     assert len(freqs) > 2  # several bins drawn, so the exponent is really tested
     assert min(ratios) >= 0.5 - 1e-9 and max(ratios) <= 1.0 + 1e-9
+    with pytest.raises(ValueError, match="vegetation_falloff"):
+        synthesize_motion(masks, config, amplitude=1.5, vegetation_falloff=float("nan"))
 
 
 def test_dataset_amplitudes_are_log_uniform(tmp_path):
@@ -258,3 +266,14 @@ def test_make_default_data_leaves_out_the_held_out_photos(tmp_path):
     clips = json.loads((tmp_path / "out" / "manifest.json").read_text())["clips"]
     assert [c["video"] for c in clips] == ["0000_garden_0.mp4"]
     assert 0.6 <= clips[0]["amplitude_px"] <= 3.0
+    assert clips[0]["region_cues"] == "cues" and clips[0]["vegetation_falloff"] == 1.5
+    bad = subprocess.run([*script, "--output_dir", str(tmp_path / "bad"), "--legacy_teacher",
+                          "--vegetation_falloff", "-1"], capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "--vegetation_falloff" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    # the teacher of before issue 15; a flag given beside --legacy_teacher wins
+    subprocess.run([*script, "--output_dir", str(tmp_path / "legacy"), "--legacy_teacher",
+                    "--cues", "cues", "--clips_per_photo", "3"], check=True)  # fmt: skip
+    clips = json.loads((tmp_path / "legacy" / "manifest.json").read_text())["clips"]
+    assert len(clips) == 3 and all(0.75 <= c["amplitude_px"] <= 2.25 for c in clips)
+    assert {(c["region_cues"], c["vegetation_falloff"]) for c in clips} == {("cues", 1.0)}
