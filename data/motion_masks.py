@@ -267,7 +267,7 @@ def _mirror_line(grey: np.ndarray) -> tuple[int, float, float]:
     return best_row, scores[best_row], margin
 
 
-def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
+def estimate_regions(image_rgb: np.ndarray, round3: bool = False) -> dict[str, np.ndarray]:
     """Soft masks of vegetation, water and sky from image cues (the ``"cues"`` provider).
 
     The photo is analysed at ``ANALYSIS_LONG_SIDE`` px (long side); windows are given as
@@ -299,6 +299,9 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
 
     Args:
         image_rgb: ``(H, W, 3)`` uint8 RGB.
+        round3: the cues as they made issue 15's round-3 training data (2026-12-01): no
+            mirror line, and water level or merely smooth instead of level or glassy
+            (``scripts/make_default_data.py --cues cues-round3`` writes that data again).
 
     Returns:
         ``{"vegetation", "water", "sky"}``: ``(H, W)`` float32 masks in [0, 1].
@@ -361,6 +364,7 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
     # smooth water below the waterline; it ends there.
     mirror_row, mirror_score, mirror_margin = _mirror_line(grey)
     mirrored = mirror_score >= MIRROR_MIN_SCORE and mirror_margin >= MIRROR_MIN_MARGIN
+    mirrored = mirrored and not round3
     if mirrored:
         sky = sky * (rows < mirror_row / max(1, height - 1)).astype(np.float32)
 
@@ -440,7 +444,7 @@ def estimate_regions(image_rgb: np.ndarray) -> dict[str, np.ndarray]:
         water_colour = np.maximum(water_colour, reflection)
     # Calm water is level (its ripples are horizontal) or glassy; a hazy blue mountain
     # has the sky's colour too, but an isotropic rock texture of a few grey levels.
-    glassy = 1.0 - _smoothstep(rms, 0.006, 0.012)
+    glassy = smooth if round3 else 1.0 - _smoothstep(rms, 0.006, 0.012)
     water = water_colour * below * calm * np.maximum(horizontal, glassy)
     # Straight edges veto water unless they are level (ripples, the far shore).
     water = water * (1.0 - sky) * (1.0 - 0.8 * straight * (1.0 - horizontal))

@@ -99,18 +99,20 @@ def estimate_motion_regions(image: np.ndarray, cues: str = "cues") -> dict[str, 
         image: ``(H, W, 3)`` uint8 RGB.
         cues: ``"cues"`` (default since issue 15: vegetation of any colour, water of any
             colour, sky and straight-edged structure kept still; see
-            ``data.motion_masks.estimate_regions``) or ``"legacy"`` (the green-and-blue
-            colour cues used before, ``data.motion_masks.estimate_regions_legacy``; the
-            datasets of the weights trained before issue 15 were made with them).
+            ``data.motion_masks.estimate_regions``), ``"cues-round3"`` (the same as they
+            made issue 15's round-3 training data, ``estimate_regions(round3=True)``) or
+            ``"legacy"`` (the green-and-blue colour cues used before,
+            ``data.motion_masks.estimate_regions_legacy``; the datasets of the weights
+            trained before issue 15 were made with them).
 
     Returns:
         ``{"vegetation", "water", "sky"}``: ``(H, W)`` float32 masks in [0, 1].
     """
-    if cues == "cues":
-        return estimate_regions(image)
+    if cues in ("cues", "cues-round3"):
+        return estimate_regions(image, round3=cues == "cues-round3")
     if cues == "legacy":
         return estimate_regions_legacy(image)
-    raise ValueError(f"unknown region cues {cues!r} (known: 'cues', 'legacy')")
+    raise ValueError(f"unknown region cues {cues!r} (known: 'cues', 'cues-round3', 'legacy')")
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

@@ -157,7 +157,8 @@ def main() -> None:
                         help=f"clip amplitude in pixels (default {DEFAULT_AMPLITUDE_RANGE})")  # fmt: skip
     parser.add_argument("--amplitude_distribution", choices=AMPLITUDE_DISTRIBUTIONS,
                         help="default log-uniform")  # fmt: skip
-    parser.add_argument("--cues", choices=["cues", "legacy"], help="region cues (default cues)")
+    parser.add_argument("--cues", choices=["cues", "cues-round3", "legacy"],
+                        help="region cues (default cues; cues-round3: as of the round-3 data)")  # fmt: skip
     parser.add_argument("--vegetation_falloff", type=float,
                         help=f"vegetation modes fall as f^-this (default {VEGETATION_FALLOFF})")  # fmt: skip
     parser.add_argument(

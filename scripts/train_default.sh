@@ -59,11 +59,14 @@ python prepare_data.py --videos "$OUT/videos_v2" --output_dir "$OUT/prepared_v2"
 #     log-uniform 0.6-3.0 px, vegetation modes falling as f^-1.5), every permissive photo
 #     (the opencv-doc photos and frame pairs, 10 scikit-image photos, tree.avi's and
 #     bikes.mp4's first frames; the examples and scikit-learn's china/flower are held out),
-#     14 copies each. The shipped U-Net's motion_gain is measured on it (step 4).
+#     14 copies each. The shipped U-Net's motion_gain is measured on it (step 4). The cues
+#     as they were then (--cues cues-round3: the clips the mask runs saw, byte for byte;
+#     the cues improved after, on photos of lakes and mountains).
 python scripts/make_default_data.py --photos "$DATA/photos/permissive" \
     "$DATA/pairs/basketball1.png" "$DATA/pairs/rubberwhale1.png" "$DATA/pairs/leuvenB.jpg" \
     --skimage --video_frames "$DATA/videos/tree.avi" "$DATA/videos/bikes.mp4" \
-    --variants_per_photo 14 --output_dir "$OUT/videos_v3" --clips_per_photo 1 --seed 3
+    --variants_per_photo 14 --output_dir "$OUT/videos_v3" --clips_per_photo 1 --seed 3 \
+    --cues cues-round3
 python prepare_data.py --videos "$OUT/videos_v3" --output_dir "$OUT/prepared_v3" \
     --num_workers 1 --val_fraction 0.05 --min_distinct_fraction 0 --no_progress
 # 2e. Issue 15, rounds 6-7: stage 2 goes on from 2c with mask conditioning (the mask
