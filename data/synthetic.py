@@ -171,15 +171,12 @@ class _RegionStyle:
     y_ratio: tuple[float, float]  # vertical / horizontal amplitude, drawn uniformly
     freq_range_hz: tuple[float, float]
     wavelength: tuple[float, float] | None  # travelling ripples (fraction of short side)
-    # A mode at frequency f has RMS ``amplitude * (f_ref / f) ** falloff``: power per bin
-    # then falls as f^(-2 falloff) in expectation (bins are drawn uniformly).
-    falloff: float = 1.0
 
 
 _STYLES = {
     # Leaves and branches: large coherent sway, mostly horizontal, standing modes, falling
     # as f^-VEGETATION_FALLOFF.
-    "vegetation": _RegionStyle(4, 1.0, 0.4, (0.15, 0.4), (0.0, math.inf), None, VEGETATION_FALLOFF),
+    "vegetation": _RegionStyle(4, 1.0, 0.4, (0.15, 0.4), (0.0, math.inf), None),
     # Water: small ripples, fine travelling waves, higher frequencies.
     "water": _RegionStyle(3, 0.3, 0.06, (0.7, 1.3), (0.6, math.inf), (0.06, 0.2)),
 }
@@ -222,7 +219,7 @@ def _sample_modes(
             # some spread: the expected power per bin then falls as f^(-2 falloff).
             k = int(rng.choice(region_bins))
             freq = k * config.fps / config.num_frames
-            exponent = vegetation_falloff if region == "vegetation" else style.falloff
+            exponent = vegetation_falloff if region == "vegetation" else 1.0
             falloff = (f_ref / freq) ** exponent
             mode_amp = amplitude * style.amplitude * falloff * rng.uniform(0.5, 1.0)
             scale = style.shape_scale * short
@@ -347,8 +344,8 @@ def synthesize_oscillation(
         renderer: a method of ``splatting.render_frames``: "softsplat" (default; softmax
             splatting weighted by motion magnitude, holes filled with the photo's pixel
             there) or "average" (plain average splatting, faster).
-        cues: which image cues find the regions when ``masks`` is None: "cues" or
-            "legacy" (see ``estimate_motion_regions``).
+        cues: which image cues find the regions when ``masks`` is None: "cues",
+            "cues-round3" or "legacy" (see ``estimate_motion_regions``).
         vegetation_falloff: see ``synthesize_motion``.
 
     Returns:

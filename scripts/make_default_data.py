@@ -20,10 +20,11 @@ Clip amplitudes are drawn log-uniformly in 0.6-3.0 px by default (``--amplitude_
 ``--amplitude_distribution``; docs/SYNTHETIC_DATA.md gives the calibration on tree.avi);
 ``--legacy_teacher`` writes data as before issue 15 (the round-1/2 data of the shipped
 U-Net's ancestors, steps 1 and 2b of scripts/train_default.sh): legacy cues, amplitudes
-uniform in 0.75-2.25 px, vegetation modes falling as 1/f, scikit-image's first 7 photos.
-Photos named like the bundled examples
-(``data/examples``, its subfolders included) or scikit-learn's china.jpg / flower.jpg are
-left out unless ``--include_examples``: they are the held-out evaluation photos.
+uniform in 0.75-2.25 px, vegetation modes falling as 1/f, scikit-image's first 7 photos;
+``--cues cues-round3`` the cues as they made the round-3 data (step 2d). Photos named like
+the bundled examples (``data/examples``, its subfolders included) or scikit-learn's
+china.jpg / flower.jpg are left out unless ``--include_examples``: they are the held-out
+evaluation photos.
 """
 
 from __future__ import annotations
