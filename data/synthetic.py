@@ -300,7 +300,7 @@ def synthesize_motion(
         for name in _STYLES
     }
     if not (np.isfinite(vegetation_falloff) and vegetation_falloff >= 0):
-        raise ValueError(f"vegetation_falloff must be finite and >= 0, got {vegetation_falloff}")
+        raise ValueError(f"vegetation_falloff must be finite and >= 0: {vegetation_falloff}")
     coeff, modes = _sample_modes(masks, config, rng, amplitude, freq_range_hz, vegetation_falloff)
     spectral = modes_to_spectral(coeff)
     displacement = spectral_to_displacement(spectral, config.num_frames)

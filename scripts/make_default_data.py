@@ -154,14 +154,21 @@ def main() -> None:
         "--include_examples", action="store_true", help="keep data/examples photos (eval sets)"
     )
     # The teacher; the defaults are issue 15's, --legacy_teacher those of before it.
-    parser.add_argument("--amplitude_range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        help=f"clip amplitude in pixels (default {DEFAULT_AMPLITUDE_RANGE})")  # fmt: skip
-    parser.add_argument("--amplitude_distribution", choices=AMPLITUDE_DISTRIBUTIONS,
-                        help="default log-uniform")  # fmt: skip
-    parser.add_argument("--cues", choices=["cues", "cues-round3", "legacy"],
-                        help="region cues (default cues; cues-round3: as of the round-3 data)")  # fmt: skip
-    parser.add_argument("--vegetation_falloff", type=float,
-                        help=f"vegetation modes fall as f^-this (default {VEGETATION_FALLOFF})")  # fmt: skip
+    parser.add_argument(
+        "--amplitude_range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+        help=f"clip amplitude in pixels (default {DEFAULT_AMPLITUDE_RANGE})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--amplitude_distribution", choices=AMPLITUDE_DISTRIBUTIONS, help="default log-uniform"
+    )
+    parser.add_argument(
+        "--cues", choices=["cues", "cues-round3", "legacy"],
+        help="region cues (default cues; cues-round3: as they made the round-3 data)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--vegetation_falloff", type=float,
+        help=f"vegetation modes fall as f^-this (default {VEGETATION_FALLOFF})",
+    )  # fmt: skip
     parser.add_argument(
         "--legacy_teacher", action="store_true",
         help="the teacher of the round-1/2 data (before issue 15): legacy cues, amplitudes "
@@ -171,13 +178,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.output_dir is None:
         parser.error("--output_dir is required")
-    teacher = (
-        {"amplitude_range": list(LEGACY_AMPLITUDE_RANGE), "amplitude_distribution": "uniform",
-         "cues": "legacy", "vegetation_falloff": LEGACY_VEGETATION_FALLOFF}
-        if args.legacy_teacher else
-        {"amplitude_range": list(DEFAULT_AMPLITUDE_RANGE), "amplitude_distribution": "log-uniform",
-         "cues": "cues", "vegetation_falloff": VEGETATION_FALLOFF}
-    )  # fmt: skip
+    if args.legacy_teacher:
+        teacher = {"amplitude_range": list(LEGACY_AMPLITUDE_RANGE), "cues": "legacy",
+                   "amplitude_distribution": "uniform",
+                   "vegetation_falloff": LEGACY_VEGETATION_FALLOFF}  # fmt: skip
+    else:
+        teacher = {"amplitude_range": list(DEFAULT_AMPLITUDE_RANGE), "cues": "cues",
+                   "amplitude_distribution": "log-uniform",
+                   "vegetation_falloff": VEGETATION_FALLOFF}  # fmt: skip
     for name, value in teacher.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -185,7 +193,7 @@ def main() -> None:
     if not 0 < low <= high:
         parser.error(f"--amplitude_range must be 0 < LOW <= HIGH, got {low} {high}")
     if not (math.isfinite(args.vegetation_falloff) and args.vegetation_falloff >= 0):
-        parser.error(f"--vegetation_falloff must be finite and >= 0, got {args.vegetation_falloff}")
+        parser.error(f"--vegetation_falloff must be finite and >= 0: {args.vegetation_falloff}")
 
     example_names = set(HELD_OUT_NAMES)
     if EXAMPLES_DIR.is_dir():
