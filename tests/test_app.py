@@ -256,7 +256,10 @@ def test_several_users_at_once_queue_and_a_full_queue_is_refused():
             except Exception as error:  # the client raises for a refused request
                 refused.append(str(error))
         assert pipe.most_at_once == 1  # one animation at a time, the others waited
-        assert len(done) >= 4 and all(m.startswith("Animated 4 frames") for m in done)
+        # max_queue waiting, plus the running one when it had left the queue before the
+        # last users arrived (on a loaded machine it may not have: then 3)
+        assert len(done) + len(refused) == len(users)
+        assert len(done) >= 3 and all(m.startswith("Animated 4 frames") for m in done)
         assert refused and all("queue is full" in m.lower() for m in refused), refused
         # the server is still there for the next user
         assert (
