@@ -74,9 +74,9 @@ python prepare_data.py --videos "$OUT/videos_v3" --output_dir "$OUT/prepared_v3"
 #     start at zero weights and learn 10x faster), on the round-2 clips that move (2b's data:
 #     the data 2c saw), each clip's own motion mask given 90 % of the time: 30 % of those cut
 #     by a random brush stroke, half of the rest widened by a random still region ("may
-#     move"). Round 6's recipe (which ran on the round-3 data); 1802 steps repeat its
-#     time-stopped run (the learning rate is constant after warm-up, every draw depends on
-#     seed and step). Rounds 6-8 ran it three times on 2d's data: docs/MODEL_CARD.md.
+#     move"). Round 6's recipe for its run f, step count included (1802: what 30 min on one
+#     core allowed f on the round-3 data). Rounds 6-10 ran it three times on 2d's data:
+#     docs/MODEL_CARD.md.
 [ -d "$OUT/unet_mask/unet" ] || python train_unet.py --train_data_dir "$OUT/prepared_v2" \
     --codec resample:8 --output_dir "$OUT/unet_mask" --stage 2 \
     --pretrained_unet "$OUT/unet_stage2" --mask_conditioning --min_moving_fraction 0.05 \
