@@ -15,8 +15,9 @@ together. With ``--pretrained_unet`` of a model without it, the mask channels ar
 with zero weights (the model starts out computing what it computed before).
 
 ``--codec`` is a folder written by train_vae.py (``<out>/vae``) or by ``save_spectral_codec``,
-or ``resample:F`` for the parameter-free ``ResampleSpectralCodec`` (area-average down by F,
-bicubic up) with the data's normalisation. Laid out like diffusers' train_text_to_image.py:
+a sample.py model folder (its codec, latent scale included), or ``resample:F`` for the
+parameter-free ``ResampleSpectralCodec`` (area-average down by F, bicubic up) with the
+data's normalisation. Laid out like diffusers' train_text_to_image.py:
 accelerate for devices and mixed precision, ``checkpoint-<step>`` folders (rotated by
 ``--checkpoints_total_limit``, resumed by ``--resume_from_checkpoint latest``), EMA,
 tensorboard, and at the end ``<output_dir>/unet`` (save_pretrained, EMA weights if used),
@@ -90,7 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--train_data_dir", required=True, help="a folder written by prepare_data.py")
     p.add_argument(
-        "--codec", required=True, help="codec folder (train_vae.py's <out>/vae), or resample:F"
+        "--codec",
+        required=True,
+        help="codec folder (train_vae.py's <out>/vae), a sample.py model folder (its codec, "
+        "latent scale included), or resample:F",
     )
     p.add_argument("--stage", type=int, choices=[1, 2], default=2,
                    help="1: 2-D U-Net on one frequency slice per volume; 2: + frequency attention")  # fmt: skip

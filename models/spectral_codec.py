@@ -41,7 +41,8 @@ NORMALIZATION_NAME = "normalization.json"
 _HOW_TO_MAKE = (
     "make one with train_vae.py (a spectral VAE), or with "
     "models.spectral_codec.save_spectral_codec(ResampleSpectralCodec(downsample_factor=8), "
-    "out_dir, motion_config, normalization) (train_unet.py --codec resample:8 does this)"
+    "out_dir, motion_config, normalization) (train_unet.py --codec resample:8 does this), "
+    "or give a sample.py model folder (model_index.json and codec/, e.g. weights/default)"
 )
 
 
@@ -276,7 +277,12 @@ _CODEC_CLASSES = {"AutoencoderKL": AutoencoderKL, "ResampleSpectralCodec": Resam
 def load_spectral_codec(
     path: str | Path,
 ) -> tuple[AutoencoderKL | ResampleSpectralCodec, MotionConfig, FrequencyNormalizer]:
-    """Load what ``save_spectral_codec`` (or ``train_vae.py``) wrote.
+    """Load what ``save_spectral_codec`` (or ``train_vae.py``) wrote, or a model folder's codec.
+
+    ``path`` is a codec folder, or a ``MotionPipeline`` folder (``sample.py --model``:
+    ``model_index.json`` beside ``codec/``), whose motion config and normalisation live in
+    its ``model_index.json``; so a shipped model's codec, latent scale included, can be
+    reused as it is (``train_unet.py --codec weights/default``).
 
     Returns:
         ``(codec, motion_config, normalizer)``; the codec's class comes from the
@@ -285,11 +291,41 @@ def load_spectral_codec(
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such codec folder; {_HOW_TO_MAKE}")
+    if (path / "model_index.json").is_file():
+        return _load_pipeline_codec(path)
     for name in ("config.json", MOTION_CONFIG_NAME, NORMALIZATION_NAME):
         if not (path / name).is_file():
             raise FileNotFoundError(
                 f"{path}: no {name}, not a spectral codec folder; {_HOW_TO_MAKE}"
             )
+    return (
+        _load_codec_weights(path),
+        MotionConfig.load_json(path / MOTION_CONFIG_NAME),
+        FrequencyNormalizer.load_json(path / NORMALIZATION_NAME),
+    )
+
+
+def _load_pipeline_codec(
+    path: Path,
+) -> tuple[AutoencoderKL | ResampleSpectralCodec, MotionConfig, FrequencyNormalizer]:
+    """The codec of a ``MotionPipeline`` folder, with the config and statistics of its index."""
+    index_path = path / "model_index.json"
+    try:
+        index = json.loads(index_path.read_text())
+        motion_config = MotionConfig.from_dict(index["motion_config"])
+        normalizer = FrequencyNormalizer.from_dict(index["normalization"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"{index_path}: not the index of a motion model folder (it needs motion_config "
+            f"and normalization; {type(error).__name__}: {error})"
+        ) from error
+    if not (path / "codec" / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: no codec/config.json; {_HOW_TO_MAKE}")
+    return _load_codec_weights(path / "codec"), motion_config, normalizer
+
+
+def _load_codec_weights(path: Path) -> AutoencoderKL | ResampleSpectralCodec:
+    """The codec saved in ``path`` (``config.json`` names its class), checked to be one."""
     try:
         class_name = json.loads((path / "config.json").read_text()).get("_class_name")
     except (json.JSONDecodeError, AttributeError) as error:
@@ -299,12 +335,7 @@ def load_spectral_codec(
             f"{path / 'config.json'}: _class_name {class_name!r} is not a spectral codec "
             f"(expected one of {sorted(_CODEC_CLASSES)}); {_HOW_TO_MAKE}"
         )
-    codec = _CODEC_CLASSES[class_name].from_pretrained(path)
-    return (
-        codec,
-        MotionConfig.load_json(path / MOTION_CONFIG_NAME),
-        FrequencyNormalizer.load_json(path / NORMALIZATION_NAME),
-    )
+    return _CODEC_CLASSES[class_name].from_pretrained(path)
 
 
 __all__ = [

@@ -75,6 +75,33 @@ def test_stage1_then_stage2(prepared, tmp_path):
     assert unet2.freq_attn_mid.proj_out.weight.abs().sum() > 0
 
 
+def test_codec_of_a_model_folder_keeps_its_latent_scale(prepared, tmp_path):
+    """--codec MODEL_DIR (a sample.py model folder) reuses its codec, latent scale and all."""
+    first = tmp_path / "first"
+    train(prepared, first, "--stage", "2", "--max_train_steps", "1", "--checkpointing_steps", "5")
+    # As assemble_default.py writes it: the motion config and statistics in model_index only.
+    model = tmp_path / "model"
+    shutil.copytree(first, model)
+    for name in ("motion_config.json", "normalization.json"):
+        (model / "codec" / name).unlink()
+    codec_config = json.loads((model / "codec" / "config.json").read_text())
+    codec_config["scaling_factor"] *= 2.5  # a scale this data would not give
+    (model / "codec" / "config.json").write_text(json.dumps(codec_config))
+    again = tmp_path / "again"
+    train(prepared, again, "--stage", "2", "--pretrained_unet", str(model), "--max_train_steps",
+          "1", "--checkpointing_steps", "5", "--codec", str(model))  # fmt: skip
+    kept = load_spectral_codec(again / "codec")[0].config.scaling_factor
+    assert kept == pytest.approx(codec_config["scaling_factor"])
+    # A model folder whose index lacks the statistics is refused, naming what is missing.
+    index = json.loads((model / "model_index.json").read_text())
+    del index["normalization"]
+    (model / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(SystemExit, match="normalization"):
+        train(prepared, tmp_path / "refused", "--stage", "2", "--max_train_steps", "1",
+              "--codec", str(model))  # fmt: skip
+    assert not (tmp_path / "refused" / "unet").exists()
+
+
 def test_stage2_from_scratch_and_resume_rotates(prepared, tmp_path):
     out = tmp_path / "run"
     train(prepared, out, "--stage", "2", "--max_train_steps", "2", "--checkpointing_steps", "2")
