@@ -123,6 +123,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what --amplitude 1 is: visible: the model's motion lifted to a "
                         "90th percentile of 1 px at 256x160 where things may move (at most "
                         "4x); model: the model's own amplitude, that of its training data")  # fmt: skip
+    parser.add_argument("--motion_smoothing", type=float, default=None, metavar="SIGMA",
+                        help="blur the sampled motion by this many pixels of the model's frame "
+                        "(default: the model's own motion_smoothing; 0: off; docs/SAMPLING.md)")  # fmt: skip
     parser.add_argument("--speed", type=float, default=1.0, help="plays the motion faster (>1)")
     parser.add_argument("--renderer", choices=RENDERERS, default="auto",
                         help="auto: the learned renderer up to 512x320 pixels (if the model has "
@@ -159,6 +162,8 @@ def check_args(args: argparse.Namespace) -> None:
     _finite(args, "amplitude", 0.0)
     _finite(args, "guidance_scale", 0.0)
     _finite(args, "loop_guidance_scale", 0.0)
+    if args.motion_smoothing is not None:
+        _finite(args, "motion_smoothing", 0.0)
     # Read once, refused here if missing, unreadable or all still.
     args.mask, args.provider = _resolve_motion_mask(args)
     from models.interactive_dynamics import DEFAULT_DAMPING, parse_poke
@@ -356,6 +361,7 @@ def animate(args: argparse.Namespace, pipeline, photo: Path, out_path: Path, tim
         guidance_scale=args.guidance_scale,
         loop_guidance_scale=args.loop_guidance_scale if args.loop else 0.0,
         generator=torch.Generator("cpu").manual_seed(args.seed),
+        motion_smoothing=args.motion_smoothing,
         motion_mask=args.mask,
         mask_provider=args.provider,
         output_size=args.size,

@@ -24,8 +24,8 @@ One call, step by step (see ``__call__``)::
       --resize to the model's pixel budget, aspect kept, reflect-pad to the U-Net's multiple-->
         model input (B, 3, h_m, w_m) in [-1, 1]
     noise --for t in timesteps: U-Net (+ classifier-free guidance) (+ loop self-guidance)
-          -> scheduler.step--> latents --decode, denormalise, crop the padding-->
-        S (B, K, 4, h, w) px of the model frame
+          -> scheduler.step--> latents --decode, denormalise, crop the padding, blur
+        (``motion_smoothing``)--> S (B, K, 4, h, w) px of the model frame
       --D[0] = 0 (frame 0 is the photo), upsample to the output size, scale to its pixels,
         x motion_gain x amplitude, x the feathered motion mask (the caller's, else the
         automatic one of ``mask_provider``), x the visible gain (``amplitude_reference=
@@ -402,6 +402,35 @@ def feathered_gate(mask: np.ndarray, feather_px: float) -> np.ndarray:
     return np.clip(soft * ramp, 0.0, 1.0).astype(np.float32)
 
 
+def smooth_spectral(spectral: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of every slice of ``(B, K, C, H, W)`` spectral volumes, ``sigma`` in
+    pixels (0: unchanged); edges are mirrored (replicated where the frame is narrower than
+    the kernel), so a border moves like its neighbours.
+
+    Why: the sampled fields carry about twice their training data's share of energy at
+    wavelengths of one to four latent cells (docs/SAMPLING.md), which a thin stem or a
+    blade shows as kinks that travel along it.
+    """
+    sigma = check_finite("motion_smoothing", sigma, 0.0)
+    if sigma == 0.0:
+        return spectral
+    batch, num_freqs, channels, height, width = spectral.shape
+    radius = max(1, math.ceil(3.0 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=spectral.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(spectral.dtype)
+    # every slice a channel of one depthwise convolution (17x faster on CPU than a batch of
+    # one-channel images)
+    slices = batch * num_freqs * channels
+    flat = spectral.reshape(1, slices, height, width)
+    mode = "reflect" if radius < min(height, width) else "replicate"
+    rows = kernel.view(1, 1, 1, -1).expand(slices, 1, 1, -1)
+    columns = kernel.view(1, 1, -1, 1).expand(slices, 1, -1, 1)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode=mode), rows, groups=slices)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode=mode), columns, groups=slices)
+    return flat.reshape(spectral.shape)
+
+
 def estimate_memory_bytes(num_frames: int, output_size: tuple[int, int], num_freqs: int) -> int:
     """Bytes a call holds at once for one photo: frames (uint8), displacements and the
     spectral volume (float32) at the output size."""
@@ -427,6 +456,9 @@ class MotionPipeline(DiffusionPipeline):
             data (regression to the mean); ``scripts/calibrate_motion_gain.py`` measures the
             ratio on training clips (never held-out photos) and stores it here. 1.0 for
             folders written before it.
+        motion_smoothing: sigma, in pixels of the model's frame, of the Gaussian blur
+            applied to every sampled volume before the mask (``smooth_spectral``); part of
+            what the gain is calibrated with. 0.0 for folders written before it.
     """
 
     model_cpu_offload_seq = "unet->codec->renderer"
@@ -441,6 +473,7 @@ class MotionPipeline(DiffusionPipeline):
         motion_config: dict | None = None,
         normalization: dict | None = None,
         motion_gain: float = 1.0,
+        motion_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if motion_config is None or normalization is None:
@@ -453,10 +486,12 @@ class MotionPipeline(DiffusionPipeline):
         MotionConfig.from_dict(motion_config)
         FrequencyNormalizer.from_dict(normalization)
         motion_gain = check_finite("motion_gain", motion_gain, 0.0, strict=True)
+        motion_smoothing = check_finite("motion_smoothing", motion_smoothing, 0.0)
         self.register_to_config(
             motion_config=dict(motion_config),
             normalization=dict(normalization),
             motion_gain=motion_gain,
+            motion_smoothing=motion_smoothing,
         )
         self._check_components()
 
@@ -563,8 +598,9 @@ class MotionPipeline(DiffusionPipeline):
         cls, output_dir: str | Path, scheduler: str = "ddim", renderer=None
     ) -> MotionPipeline:
         """Assemble a pipeline from ``train_unet.py``'s ``output_dir/{unet,scheduler,codec}``,
-        with the ``motion_gain`` of its ``model_index.json`` (``scripts/calibrate_motion_gain.py
-        --write`` stores it there; 1.0 if absent).
+        with the ``motion_gain`` and ``motion_smoothing`` of its ``model_index.json``
+        (``scripts/calibrate_motion_gain.py --write`` stores the gain there; 1.0 and 0.0 if
+        absent).
 
         Args:
             scheduler: a name of ``SCHEDULERS`` (default ``"ddim"``; ``"ddpm"`` is the
@@ -597,6 +633,7 @@ class MotionPipeline(DiffusionPipeline):
             motion_config=motion_config.to_dict(),
             normalization=normalizer.to_dict(),
             motion_gain=index.get("motion_gain", 1.0),
+            motion_smoothing=index.get("motion_smoothing", 0.0),
         )
 
     def set_scheduler(self, name: str) -> None:
@@ -1049,6 +1086,7 @@ class MotionPipeline(DiffusionPipeline):
         speed: float = 1.0,
         amplitude: float = 1.0,
         amplitude_reference: str = "model",
+        motion_smoothing: float | None = None,
         motion_mask=None,
         mask_provider: str | None = DEFAULT_MASK_PROVIDER,
         loop_guidance_scale: float = 0.0,
@@ -1082,6 +1120,9 @@ class MotionPipeline(DiffusionPipeline):
                 over the region that may move to ``VISIBLE_MOTION_P90_PX`` px of the
                 model's frame (sample.py's default). The gains chosen are in
                 ``self.last_visible_gains``.
+            motion_smoothing: sigma of the Gaussian blur of the sampled volume, in pixels
+                of the model's frame (``smooth_spectral``; 0: none). Default: the
+                pipeline's ``motion_smoothing``, with which its gain was calibrated.
             motion_mask: where things may move: an ``(H, W)`` array, PIL image, tensor or
                 path, white = may move, black = stays still, grey in between; resized to the
                 photo (stretched with a warning if its aspect differs). The sampled motion
@@ -1128,6 +1169,9 @@ class MotionPipeline(DiffusionPipeline):
                 f"got {amplitude_reference!r}"
             )
         fps = config.fps if fps is None else check_finite("fps", fps, 0.0, strict=True)
+        if motion_smoothing is None:
+            motion_smoothing = self.config.get("motion_smoothing", 0.0)
+        motion_smoothing = check_finite("motion_smoothing", motion_smoothing, 0.0)
         self.resolve_renderer(renderer)  # a bad name fails before any work
 
         # seconds per stage of this call, for the command line's summary
@@ -1173,6 +1217,7 @@ class MotionPipeline(DiffusionPipeline):
             loop_guidance_scale, generator, latents, motion_mask=model_mask,
         )  # fmt: skip
         timings["sample"], start = time.perf_counter() - start, time.perf_counter()
+        spectral = smooth_spectral(spectral, motion_smoothing)
 
         # 3. to the output frame (D[0] = 0, upsampled, scaled, amplitude, mask)
         # (the visible gain is measured on the model's motion, so that ``amplitude`` still

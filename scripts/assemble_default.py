@@ -5,7 +5,7 @@
 
 Writes a ``MotionPipeline`` folder (model_index.json, codec/ = the spectral codec, unet/,
 scheduler/ = DDIM, renderer/ = the learned renderer, the motion config and normalisation
-statistics): exactly what ``python sample.py --model DIR`` loads.
+statistics, ``--motion_smoothing``): exactly what ``python sample.py --model DIR`` loads.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.frame_synthesis import FrameSynthesisModel  # noqa: E402
-from models.pipeline_motion import MotionPipeline  # noqa: E402
+from models.pipeline_motion import MotionPipeline, check_finite  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,10 +31,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out", dest="output_dir", help=argparse.SUPPRESS, default=argparse.SUPPRESS
     )
+    parser.add_argument("--motion_smoothing", type=float, default=0.0, metavar="SIGMA",
+                        help="the pipeline's blur of every sampled volume, in pixels of the "
+                        "model's frame (docs/SAMPLING.md; default 0: none)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     if args.output_dir is None:
         parser.error("--output_dir is required")
+    try:
+        smoothing = check_finite("--motion_smoothing", args.motion_smoothing, 0.0)
+    except ValueError as error:
+        parser.error(str(error))
 
     out = Path(args.output_dir)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -44,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     pipeline = MotionPipeline.from_training_output(
         args.unet_output, scheduler="ddim", renderer=renderer
     )
+    pipeline.register_to_config(motion_smoothing=smoothing)
     if out.exists():
         shutil.rmtree(out)
     pipeline.save_pretrained(out)

@@ -34,6 +34,7 @@ from models.pipeline_motion import (
     feathered_gate,
     loop_loss,
     model_frame_size,
+    smooth_spectral,
 )
 from models.spectral_codec import ResampleSpectralCodec, save_spectral_codec
 
@@ -687,6 +688,70 @@ def test_motion_gain_scales_round_trips_and_defaults_to_one(pipe, tmp_path):
         with pytest.raises(ValueError, match="motion_gain"):
             MotionPipeline(**pipe.components, motion_config=CONFIG.to_dict(),
                            normalization=NORMALIZER.to_dict(), motion_gain=bad)  # fmt: skip
+
+
+def test_smooth_spectral_removes_cell_scale_ripple_and_keeps_broad_motion():
+    """A sway that ripples every 2 px (the kinks of a stem) is flattened, a uniform sway and
+    a slow ramp keep their amplitude, edges included; 0 leaves the volume untouched."""
+    height, width = 24, 40
+    ramp = torch.linspace(0.0, 1.0, width).expand(height, width)
+    ripple = torch.tensor([1.0, -1.0]).repeat(width // 2).expand(height, width)
+    spectral = torch.zeros(1, CONFIG.num_freqs, 4, height, width)
+    spectral[0, 1, 0] = 2.0  # uniform
+    spectral[0, 2, 1] = ramp
+    spectral[0, 3, 2] = ripple
+    smooth = smooth_spectral(spectral, 2.0)
+    assert smooth.shape == spectral.shape
+    torch.testing.assert_close(smooth[0, 1, 0], spectral[0, 1, 0])
+    # a linear ramp is kept away from the edges (a symmetric kernel), stays in range at them
+    torch.testing.assert_close(smooth[0, 2, 1, :, 8:-8], ramp[:, 8:-8], atol=1e-5, rtol=0)
+    assert smooth[0, 2, 1].min() >= 0.0 and smooth[0, 2, 1].max() <= 1.0
+    assert smooth[0, 3, 2].abs().max() < 0.01  # the ripple is gone
+    assert smooth_spectral(spectral, 0.0) is spectral
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="motion_smoothing"):
+            smooth_spectral(spectral, bad)
+
+
+def test_motion_smoothing_blurs_before_the_mask_round_trips_and_defaults_to_none(pipe, tmp_path):
+    """The pipeline's ``motion_smoothing`` blurs every sample (the call's argument overrides
+    it), before the gate: a black brush stays perfectly still. Saved and loaded with the
+    folder; a folder written before it has none."""
+    image = photo(5, size=(64, 32))
+    plain = run(pipe, image, seed=3)
+    smoothed = MotionPipeline(**pipe.components, motion_config=CONFIG.to_dict(),
+                              normalization=NORMALIZER.to_dict(), motion_smoothing=1.5)  # fmt: skip
+    smoothed.set_progress_bar_config(disable=True)
+    out = run(smoothed, image, seed=3)
+    expected = smooth_spectral(torch.from_numpy(plain.spectral), 1.5).numpy()
+    # frame 0 stays the photo: D[0] = 0 is enforced after the blur
+    np.testing.assert_allclose(out.displacements[:, 0], 0.0, atol=1e-5)
+    first = displacement_at_frames(torch.from_numpy(expected), [0], CONFIG.num_frames)
+    expected[:, 0, 0] -= first[:, 0, ..., 0].numpy()
+    expected[:, 0, 2] -= first[:, 0, ..., 1].numpy()
+    np.testing.assert_allclose(out.spectral, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        run(smoothed, image, seed=3, motion_smoothing=0.0).spectral, plain.spectral, atol=1e-6
+    )
+    mask = np.ones((32, 64), np.float32)
+    mask[:, :20] = 0.0
+    brushed = run(smoothed, image, seed=3, motion_mask=mask, crop=False, output_size=(64, 32))
+    assert np.abs(brushed.displacements[0][:, :, :20]).max() == 0.0
+    assert np.abs(brushed.displacements[0][:, :, 40:]).max() > 0.0
+    smoothed.save_pretrained(tmp_path / "smoothed")
+    index_path = tmp_path / "smoothed" / "model_index.json"
+    index = json.loads(index_path.read_text())
+    assert index["motion_smoothing"] == 1.5
+    assert MotionPipeline.from_pretrained(tmp_path / "smoothed").config.motion_smoothing == 1.5
+    del index["motion_smoothing"]  # a folder written before it
+    index_path.write_text(json.dumps(index))
+    assert MotionPipeline.from_pretrained(tmp_path / "smoothed").config.motion_smoothing == 0.0
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="motion_smoothing"):
+            MotionPipeline(**pipe.components, motion_config=CONFIG.to_dict(),
+                           normalization=NORMALIZER.to_dict(), motion_smoothing=bad)  # fmt: skip
+        with pytest.raises(ValueError, match="motion_smoothing"):
+            run(pipe, image, motion_smoothing=bad)
 
 
 def sky_over_grass(width=128, height=96) -> np.ndarray:

@@ -110,7 +110,8 @@ def test_command_line_prints_one_line_errors(tmp_path):
     ("flag", "value"),
     [("--guidance_scale", "inf"), ("--guidance_scale", "nan"), ("--guidance_scale", "-3"),
      ("--speed", "inf"), ("--fps", "inf"), ("--fps", "1000"), ("--loop_guidance_scale", "nan"),
-     ("--num_inference_steps", "5000"), ("--seed", "99999999999999999999"), ("--seed", "-1")],
+     ("--num_inference_steps", "5000"), ("--seed", "99999999999999999999"), ("--seed", "-1"),
+     ("--motion_smoothing", "-1"), ("--motion_smoothing", "nan")],
 )  # fmt: skip
 def test_every_number_is_checked_before_any_model_loads(tmp_path, flag, value):
     """The model folder does not exist: the flag must be refused first."""

@@ -409,7 +409,7 @@ def test_mask_lr_scale_moves_only_the_mask_weights_further(prepared, tmp_path):
 def test_assemble_default_can_take_the_renderer_from_the_folder_it_replaces(prepared, tmp_path):
     """scripts/assemble_default.py --overwrite with --renderer inside --output_dir (how the
     shipped folder is rebuilt around its renderer): loaded before the folder is replaced; the
-    training output's calibrated motion_gain is kept."""
+    training output's calibrated motion_gain is kept, --motion_smoothing is stored."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import assemble_default
 
@@ -427,13 +427,19 @@ def test_assemble_default_can_take_the_renderer_from_the_folder_it_replaces(prep
     (folder / "stale.txt").write_text("from before")
     with pytest.raises(SystemExit, match="not empty"):
         assemble_default.main(["--unet_output", str(out), "--output_dir", str(folder)])
+    with pytest.raises(SystemExit):  # refused before the folder is touched
+        assemble_default.main(["--unet_output", str(out), "--output_dir", str(folder),
+                               "--overwrite", "--motion_smoothing", "nan"])  # fmt: skip
+    assert (folder / "stale.txt").exists()
     assemble_default.main(["--unet_output", str(out), "--renderer", str(folder / "renderer"),
-                           "--output_dir", str(folder), "--overwrite"])  # fmt: skip
+                           "--output_dir", str(folder), "--overwrite",
+                           "--motion_smoothing", "2"])  # fmt: skip
     assert not (folder / "stale.txt").exists()
     for config in folder.glob("*/config.json"):  # no path of the building machine ships
         assert "_name_or_path" not in json.loads(config.read_text()), config
     pipe = MotionPipeline.from_pretrained(folder)
     assert pipe.renderer is not None and pipe.config.motion_gain == 2.5  # the gain carried over
+    assert pipe.config.motion_smoothing == 2.0
 
 
 def test_average_unets_is_the_mean_of_the_runs_and_refuses_what_cannot_be_averaged(
