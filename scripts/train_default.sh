@@ -169,11 +169,13 @@ LARGE_MOTION=(--videos "$OUT/renderer_videos_lm" --pairs "$DATA/pairs" --layered
     --max_train_steps 700 --learning_rate 5e-5 --ema_decay 0.995 --seed 1 --validation_steps 700
 
 # 4. Assemble weights/default: the motion pipeline (codec + U-Net + scheduler + config +
-#    normalisation) and the renderer in weights/default/renderer.
+#    normalisation) and the renderer in weights/default/renderer. Every sample is blurred by
+#    4 px of the model's frame (its fields are rougher than its data at the scale of one to
+#    four latent cells; docs/SAMPLING.md "Smooth motion" says how 4 was chosen).
 python scripts/assemble_default.py --unet_output "$MOTION_UNET" --renderer "$OUT/renderer_gate2" \
-    --output_dir weights/default --overwrite
-# The U-Net's samples are weaker than its data: measure the correction on every training
-# clip that moves (148; never on held-out photos) and store it as the pipeline's
+    --output_dir weights/default --overwrite --motion_smoothing 4
+# The U-Net's samples (so blurred) are weaker than its data: measure the correction on every
+# training clip that moves (148; never on held-out photos) and store it as the pipeline's
 # motion_gain (docs/SAMPLING.md).
 python scripts/calibrate_motion_gain.py --model weights/default \
     --train_data_dir "$OUT/prepared_v3" --write
