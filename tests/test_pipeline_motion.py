@@ -789,3 +789,34 @@ def test_a_photo_with_nothing_that_may_move_is_animated_whole_with_a_warning(pip
         default = run(pipe, grey, mask_provider=DEFAULT_MASK_PROVIDER, **common)
     ungated = run(pipe, grey, mask_provider=None, **common)
     np.testing.assert_allclose(default.displacements, ungated.displacements, atol=1e-6)
+
+
+def test_band_fractions_put_each_wavelength_in_its_band_and_the_blur_moves_energy_up():
+    """benchmarks/bench_motion_smoothness.py's measure: a uniform sway is all "> 64 px", a
+    4 px ripple "< 8 px", a 20 px wave "16-32 px"; a still volume has no shares; the
+    pipeline's blur moves a mix's energy towards the long wavelengths."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_motion_smoothness import BAND_NAMES, band_fractions
+
+    assert BAND_NAMES == (">64", "32-64", "16-32", "8-16", "<8")
+    height, width = 40, 80
+    x = np.arange(width, dtype=np.float64)
+    volume = np.zeros((CONFIG.num_freqs, 4, height, width))
+    volume[0, 0] = 5.0  # the DC term (frequency 0 in time) does not count
+    volume[1, 0] = 1.0
+    np.testing.assert_allclose(band_fractions(volume), [1, 0, 0, 0, 0], atol=1e-12)
+    ripple = np.zeros_like(volume)
+    ripple[2, 1] = np.cos(2 * np.pi * x / 4.0)
+    np.testing.assert_allclose(band_fractions(ripple), [0, 0, 0, 0, 1], atol=1e-12)
+    wave = np.zeros_like(volume)
+    wave[3, 3] = np.sin(2 * np.pi * x / 20.0)
+    np.testing.assert_allclose(band_fractions(wave), [0, 0, 1, 0, 0], atol=1e-12)
+    assert not band_fractions(np.zeros_like(volume)).any()
+    mix = volume + ripple + wave
+    blurred = smooth_spectral(torch.from_numpy(mix)[None], 2.0)[0].numpy()
+    before, after = band_fractions(mix), band_fractions(blurred)
+    assert after[4] < 0.05 * before[4]  # the ripple is gone (what is left: the edges)
+    assert after[2] / after[0] < before[2] / before[0]  # the wave loses more than the sway
