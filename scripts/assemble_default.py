@@ -31,17 +31,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out", dest="output_dir", help=argparse.SUPPRESS, default=argparse.SUPPRESS
     )
-    parser.add_argument("--motion_smoothing", type=float, default=0.0, metavar="SIGMA",
+    parser.add_argument("--motion_smoothing", type=float, default=None, metavar="SIGMA",
                         help="the pipeline's blur of every sampled volume, in pixels of the "
-                        "model's frame (docs/SAMPLING.md; default 0: none)")  # fmt: skip
+                        "model's frame (docs/SAMPLING.md; default: the training output's "
+                        "model_index.json, else 0: none)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     if args.output_dir is None:
         parser.error("--output_dir is required")
-    try:
-        smoothing = check_finite("--motion_smoothing", args.motion_smoothing, 0.0)
-    except ValueError as error:
-        parser.error(str(error))
+    if args.motion_smoothing is not None:
+        try:
+            check_finite("--motion_smoothing", args.motion_smoothing, 0.0)
+        except ValueError as error:
+            parser.error(str(error))
 
     out = Path(args.output_dir)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     pipeline = MotionPipeline.from_training_output(
         args.unet_output, scheduler="ddim", renderer=renderer
     )
-    pipeline.register_to_config(motion_smoothing=smoothing)
+    if args.motion_smoothing is not None:  # like the gain, else carried over
+        pipeline.register_to_config(motion_smoothing=float(args.motion_smoothing))
     if out.exists():
         shutil.rmtree(out)
     pipeline.save_pretrained(out)

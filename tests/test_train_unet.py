@@ -409,7 +409,8 @@ def test_mask_lr_scale_moves_only_the_mask_weights_further(prepared, tmp_path):
 def test_assemble_default_can_take_the_renderer_from_the_folder_it_replaces(prepared, tmp_path):
     """scripts/assemble_default.py --overwrite with --renderer inside --output_dir (how the
     shipped folder is rebuilt around its renderer): loaded before the folder is replaced; the
-    training output's calibrated motion_gain is kept, --motion_smoothing is stored."""
+    training output's calibrated motion_gain and motion_smoothing are kept unless
+    --motion_smoothing is given."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import assemble_default
 
@@ -419,7 +420,8 @@ def test_assemble_default_can_take_the_renderer_from_the_folder_it_replaces(prep
     out = tmp_path / "unet"
     train(prepared, out, "--stage", "1", "--max_train_steps", "1", "--checkpointing_steps", "5")
     index = json.loads((out / "model_index.json").read_text())
-    (out / "model_index.json").write_text(json.dumps({**index, "motion_gain": 2.5}))  # calibrated
+    calibrated = {**index, "motion_gain": 2.5, "motion_smoothing": 1.5}
+    (out / "model_index.json").write_text(json.dumps(calibrated))
     folder = tmp_path / "model"
     FrameSynthesisModel(block_out_channels=(4, 4), grid_columns=2).save_pretrained(
         folder / "renderer"
@@ -439,7 +441,9 @@ def test_assemble_default_can_take_the_renderer_from_the_folder_it_replaces(prep
         assert "_name_or_path" not in json.loads(config.read_text()), config
     pipe = MotionPipeline.from_pretrained(folder)
     assert pipe.renderer is not None and pipe.config.motion_gain == 2.5  # the gain carried over
-    assert pipe.config.motion_smoothing == 2.0
+    assert pipe.config.motion_smoothing == 2.0  # the flag wins
+    assemble_default.main(["--unet_output", str(out), "--output_dir", str(folder), "--overwrite"])
+    assert MotionPipeline.from_pretrained(folder).config.motion_smoothing == 1.5  # carried over
 
 
 def test_average_unets_is_the_mean_of_the_runs_and_refuses_what_cannot_be_averaged(
