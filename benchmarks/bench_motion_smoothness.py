@@ -12,6 +12,17 @@ spatial wavelength (> 64, 32-64, 16-32, 8-16, < 8 px of the model's frame) is co
 the clip's own: the L1 distance between the two sets of shares. This is the measurement
 behind the shipped ``motion_smoothing`` (docs/SAMPLING.md, "Smooth motion"). Use training
 clips (``--split train``, the default) to choose anything; held-out clips only to report.
+
+What a user sees of it, on a thin upright structure (a stem) in motion saved by
+``sample.py --save_motion``:
+
+    python benchmarks/bench_motion_smoothness.py --saved_motion a_motion.npz b_motion.npz \
+        --box X0 X1 Y0 Y1
+
+For each file, the horizontal displacement averaged over columns X0..X1 is followed down
+rows Y0..Y1 (pixels of the saved frames) at 60 instants of one loop: its sway (RMS about
+the mean, largest |dx|) and its curvature along the stem (|d2x/dy2|, px per px^2: p99 and
+largest). A stem that bends in kinks has a large curvature for its sway.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from calibrate_motion_gain import moving_clips  # noqa: E402
 
 from data.dataset import SpectralVolumeDataset  # noqa: E402
+from data.spectral import displacement_at_phases  # noqa: E402
 from generators.gid import DEFAULT_SAMPLING as SAMPLING  # noqa: E402
 from generators.gid import DEFAULT_SCHEDULER  # noqa: E402
 from models.pipeline_motion import MotionPipeline  # noqa: E402
@@ -66,16 +78,51 @@ def band_fractions(spectral: np.ndarray) -> np.ndarray:
     )
 
 
+def stem_curvature(spectral: np.ndarray, box: tuple[int, int, int, int], instants: int = 60):
+    """``(K, 4, H, W)`` px and ``(x0, x1, y0, y1)`` -> the sway and curvature along the stem
+    (see the module docstring): ``rms_px, max_px, p99_curvature, max_curvature``."""
+    x0, x1, y0, y1 = box
+    height, width = np.shape(spectral)[-2:]
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 - 2 <= height - 2):
+        raise ValueError(f"--box {box} does not fit a {width}x{height} frame with 3+ rows")
+    crop = torch.from_numpy(np.asarray(spectral, np.float32)[None, ..., y0:y1, x0:x1])
+    phases = np.arange(instants) / instants
+    profile = displacement_at_phases(crop, phases)[0, ..., 0].mean(-1).numpy()  # (N, rows)
+    sway = profile - profile.mean(axis=0)
+    curvature = np.abs(np.diff(profile, 2, axis=1))
+    return (
+        float(np.sqrt((sway**2).mean())),
+        float(np.abs(profile).max()),
+        float(np.percentile(curvature, 99)),
+        float(curvature.max()),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(ROOT / "weights" / "default"))
-    parser.add_argument("--data", required=True, help="a prepare_data.py folder")
+    parser.add_argument("--data", help="a prepare_data.py folder (the band measurement)")
+    parser.add_argument("--saved_motion", nargs="+", help="sample.py --save_motion .npz files")
+    parser.add_argument("--box", type=int, nargs=4, metavar=("X0", "X1", "Y0", "Y1"),
+                        help="the stem's columns and rows in the saved frames")  # fmt: skip
     parser.add_argument("--split", default="train", choices=["train", "val", "all"])
     parser.add_argument("--num_clips", type=int, default=30)
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0, 1, 2, 3, 4, 6])
     parser.add_argument("--min_mask_fraction", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.saved_motion:
+        if args.box is None:
+            parser.error("--saved_motion needs --box X0 X1 Y0 Y1")
+        print(f"{'file':<48}{'RMS px':>8}{'max px':>8}{'p99 curv':>10}{'max curv':>10}")
+        for path in args.saved_motion:
+            with np.load(path) as saved:  # written by sample.py: arrays only, no pickle
+                figures = stem_curvature(saved["spectral"], tuple(args.box))
+            print(f"{path:<48}" + "".join(f"{v:>8.2f}" for v in figures[:2])
+                  + "".join(f"{v:>10.4f}" for v in figures[2:]))  # fmt: skip
+        return
+    if args.data is None:
+        parser.error("give --data (the band measurement) or --saved_motion and --box")
     if args.num_clips < 1:
         parser.error("--num_clips must be >= 1")
     if not all(math.isfinite(s) and s >= 0 for s in args.sigmas):

@@ -820,3 +820,25 @@ def test_band_fractions_put_each_wavelength_in_its_band_and_the_blur_moves_energ
     before, after = band_fractions(mix), band_fractions(blurred)
     assert after[4] < 0.05 * before[4]  # the ripple is gone (what is left: the edges)
     assert after[2] / after[0] < before[2] / before[0]  # the wave loses more than the sway
+
+
+def test_stem_curvature_is_zero_for_a_rigid_tilt_and_large_for_a_kink():
+    """bench_motion_smoothness.py --saved_motion: a stem that tilts as a line has no
+    curvature, one whose displacement zigzags down its rows has; a box off the frame fails."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_motion_smoothness import stem_curvature
+
+    height, width = 30, 12
+    rows = np.arange(height, dtype=np.float32)[:, None].repeat(width, axis=1)
+    tilt = np.zeros((CONFIG.num_freqs, 4, height, width), np.float32)
+    tilt[1, 1] = 0.1 * rows  # x sways as sin, proportional to the row: a straight line
+    rms, largest, p99, most = stem_curvature(tilt, (4, 8, 0, height))
+    assert rms > 0.5 and largest > 2.0 and most < 1e-5
+    kink = tilt.copy()
+    kink[1, 1, ::2] += 0.5
+    assert stem_curvature(kink, (4, 8, 0, height))[2] > 0.5
+    with pytest.raises(ValueError, match="--box"):
+        stem_curvature(tilt, (4, 20, 0, height))
