@@ -36,6 +36,9 @@ from data.io_utils import atomic_write, ensure_writable_dir
 
 BACKENDS = ("auto", "opencv", "ffmpeg")
 RESIZE_MODES = ("crop", "pad", "stretch")
+# Colours of a GIF's one palette: 255, not 256, so that an index stays free for the
+# transparent pixels of delta frames (write_gif).
+GIF_COLORS = 255
 
 
 class VideoNotFoundError(FileNotFoundError, ValueError):
@@ -745,18 +748,23 @@ def write_gif(
     """Write an animated GIF (Pillow; ``loop=0`` loops forever).
 
     GIF stores delays in hundredths of a second, so the played rate is ``100 / round(100 /
-    fps)`` (30 fps plays at 33.3). Colours are quantised to **one 256-colour palette for
-    the whole clip** (fast octree over up to 8 frames spread over it, no dithering): still
-    regions keep exactly the same colours in every frame. Per-frame palettes (imageio's
-    default) made still pixels flicker by 0.9 grey levels on average and took 25x longer
-    for a 150-frame 256x160 clip at the same mean error (docs/VIDEO_IO.md).
+    fps)`` (30 fps plays at 33.3). Colours are quantised to **one palette for the whole
+    clip** (fast octree over up to 8 frames spread over it, no dithering): still regions
+    keep exactly the same colours in every frame. Per-frame palettes (imageio's default)
+    made still pixels flicker by 0.9 grey levels on average and took 25x longer for a
+    150-frame 256x160 clip at the same mean error (docs/VIDEO_IO.md).
+
+    The palette has ``GIF_COLORS`` (255) colours so that one index stays free: Pillow then
+    stores every frame after the first as its changes only, the unchanged pixels in that
+    transparent index, which compresses to almost nothing. An animation whose sky and
+    buildings stand still shrinks several times; the decoded frames are the same.
     """
     from PIL import Image
 
     path = _prepare_output(path, overwrite)
     clip = _as_uint8_clip(frames)
     mosaic = np.concatenate(clip[:: max(1, len(clip) // 8)][:8], axis=0)
-    palette = Image.fromarray(mosaic).quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+    palette = Image.fromarray(mosaic).quantize(colors=GIF_COLORS, method=Image.Quantize.FASTOCTREE)
     images = [
         Image.fromarray(frame).quantize(palette=palette, dither=Image.Dither.NONE) for frame in clip
     ]
@@ -765,7 +773,7 @@ def write_gif(
     def _write(tmp: Path) -> None:
         images[0].save(
             tmp, format="GIF", save_all=True, append_images=images[1:],
-            duration=duration_ms, loop=loop,
+            duration=duration_ms, loop=loop, optimize=True,
         )  # fmt: skip
 
     atomic_write(path, _write)
