@@ -102,9 +102,12 @@ def plan_outputs(
         planned += [extra for path in targets.values() for extra in extra_outputs(path)]
     existing = [str(path) for path in planned if path.exists()]
     if existing and not overwrite:
+        names = f"{', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}"
+        verb, pronoun = (
+            ("already exists", "it") if len(existing) == 1 else ("already exist", "them")
+        )
         raise FileExistsError(
-            f"{', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''} already exist; "
-            "pass --overwrite to replace them or choose another --output"
+            f"{names} {verb}; pass --overwrite to replace {pronoun} or choose another --output"
         )
     return targets
 

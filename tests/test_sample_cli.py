@@ -65,7 +65,9 @@ def test_existing_output_is_never_overwritten(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "a.gif").write_bytes(b"precious")
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(
+        FileExistsError, match="a.gif already exists; pass --overwrite to replace it "
+    ):
         sample.main(["--image", str(_photo(tmp_path / "a.png")), "--output", str(out)])
     assert (out / "a.gif").read_bytes() == b"precious"
 
