@@ -28,6 +28,7 @@ from generators import pick_device, plan_outputs, run_batch
 from models import SCHEDULERS
 from models.pipeline_motion import (
     AMPLITUDE_REFERENCES,
+    DEFAULT_DIRECTION_STRENGTH,
     DEFAULT_MASK_PROVIDER,
     check_finite,
     default_output_size,
@@ -126,6 +127,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion_smoothing", type=float, default=None, metavar="SIGMA",
                         help="blur the sampled motion by this many pixels of the model's frame "
                         "(default: the model's own motion_smoothing; 0: off; docs/SAMPLING.md)")  # fmt: skip
+    parser.add_argument("--direction", type=float, default=None, metavar="DEGREES",
+                        help="sway along this axis, counter-clockwise from the horizontal as "
+                        "seen (0: left-right, like a side wind; 90: up-down); default: the "
+                        "model's own directions")  # fmt: skip
+    parser.add_argument("--direction_strength", type=float, default=None,
+                        help=f"how much of the motion across --direction goes, 0-1 "
+                        f"({DEFAULT_DIRECTION_STRENGTH})")  # fmt: skip
     parser.add_argument("--speed", type=float, default=1.0, help="plays the motion faster (>1)")
     parser.add_argument("--renderer", choices=RENDERERS, default="auto",
                         help="auto: the learned renderer up to 512x320 pixels (if the model has "
@@ -164,6 +172,19 @@ def check_args(args: argparse.Namespace) -> None:
     _finite(args, "loop_guidance_scale", 0.0)
     if args.motion_smoothing is not None:
         _finite(args, "motion_smoothing", 0.0)
+    if args.direction is not None:
+        if not math.isfinite(args.direction):
+            raise ValueError(
+                f"--direction must be a finite number of degrees, got {args.direction}"
+            )
+        if args.poke:
+            raise ValueError("--direction steers the sampled motion; a --poke's is its DX, DY")
+    if args.direction_strength is None:
+        args.direction_strength = DEFAULT_DIRECTION_STRENGTH
+    elif args.direction is None:
+        raise ValueError("--direction_strength only shapes --direction; pass a --direction too")
+    else:
+        _finite(args, "direction_strength", 0.0, 1.0)
     # Read once, refused here if missing, unreadable or all still.
     args.mask, args.provider = _resolve_motion_mask(args)
     from models.interactive_dynamics import DEFAULT_DAMPING, parse_poke
@@ -391,6 +412,8 @@ def animate(args: argparse.Namespace, pipeline, photo: Path, out_path: Path, tim
                 speed=args.speed,
                 amplitude=args.amplitude,
                 amplitude_reference=args.amplitude_reference,
+                motion_direction=args.direction,
+                direction_strength=args.direction_strength,
                 renderer=args.renderer,
                 return_displacements=args.save_motion,
                 **common,

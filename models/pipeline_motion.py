@@ -108,6 +108,9 @@ ASPECT_TOLERANCE = 0.02
 VISIBLE_MOTION_P90_PX = 1.0
 VISIBLE_GAIN_RANGE = (1.0, 4.0)
 AMPLITUDE_REFERENCES = ("model", "visible")
+# ``motion_direction``'s default strength: the motion across the axis is kept at a fifth,
+# so leaves still flutter a little across the wind instead of sliding along a line.
+DEFAULT_DIRECTION_STRENGTH = 0.8
 
 
 class MotionPipelineWarning(UserWarning):
@@ -429,6 +432,51 @@ def smooth_spectral(spectral: torch.Tensor, sigma: float) -> torch.Tensor:
     flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode=mode), rows, groups=slices)
     flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode=mode), columns, groups=slices)
     return flat.reshape(spectral.shape)
+
+
+def check_direction(direction: float, strength: float) -> tuple[float, float]:
+    """``(direction, strength)`` as floats, or ValueError: a direction must be a finite number
+    of degrees, a strength within [0, 1]."""
+    direction = float(direction)
+    if not math.isfinite(direction):
+        raise ValueError(f"motion_direction must be a finite number of degrees, got {direction}")
+    return direction, check_finite("direction_strength", strength, 0.0, maximum=1.0)
+
+
+def steer_direction(
+    spectral: torch.Tensor, direction: float, strength: float = DEFAULT_DIRECTION_STRENGTH
+) -> torch.Tensor:
+    """Make ``(B, K, 4, H, W)`` spectral volumes sway along one axis, like plants in a wind.
+
+    ``direction`` is the axis in degrees as seen in the picture, counter-clockwise from the
+    horizontal (0: left-right, 90: up-down, 45: lower left to upper right; an axis, so 180
+    is 0). Each coefficient's (x, y) vector is split into its part along the axis and its
+    part across; the part across is scaled by ``1 - strength`` (0: unchanged, 1: motion only
+    along the axis). Each volume is then scaled back to its own energy over the bins k >= 1,
+    so the direction changes how things move, not how much (the sampled motion has no
+    preferred direction: ~half its energy along any axis).
+    """
+    direction, strength = check_direction(direction, strength)
+    if strength == 0.0:
+        return spectral
+    # the picture's y axis points down: counter-clockwise as seen is (cos, -sin)
+    radians = math.radians(direction)
+    along = spectral.new_tensor([math.cos(radians), -math.sin(radians)])
+    x, y = spectral[:, :, 0:2], spectral[:, :, 2:4]  # (re, im) of each component
+    projection = x * along[0] + y * along[1]  # the complex coefficient along the axis
+    keep = 1.0 - strength
+    steered = torch.cat(
+        [
+            projection * along[0] + keep * (x - projection * along[0]),
+            projection * along[1] + keep * (y - projection * along[1]),
+        ],
+        dim=2,
+    )
+    # channels (re_x, im_x, re_y, im_y): x is 0:2 and y 2:4, as cat puts them back
+    before = spectral[:, 1:].square().sum(dim=(1, 2, 3, 4))
+    after = steered[:, 1:].square().sum(dim=(1, 2, 3, 4))
+    scale = torch.where(after > 0, (before / after.clamp_min(1e-30)).sqrt(), torch.ones_like(after))
+    return steered * scale.view(-1, 1, 1, 1, 1)
 
 
 def estimate_memory_bytes(num_frames: int, output_size: tuple[int, int], num_freqs: int) -> int:
@@ -1087,6 +1135,8 @@ class MotionPipeline(DiffusionPipeline):
         amplitude: float = 1.0,
         amplitude_reference: str = "model",
         motion_smoothing: float | None = None,
+        motion_direction: float | None = None,
+        direction_strength: float = DEFAULT_DIRECTION_STRENGTH,
         motion_mask=None,
         mask_provider: str | None = DEFAULT_MASK_PROVIDER,
         loop_guidance_scale: float = 0.0,
@@ -1123,6 +1173,12 @@ class MotionPipeline(DiffusionPipeline):
             motion_smoothing: sigma of the Gaussian blur of the sampled volume, in pixels
                 of the model's frame (``smooth_spectral``; 0: none). Default: the
                 pipeline's ``motion_smoothing``, with which its gain was calibrated.
+            motion_direction: the axis things sway along, in degrees as seen in the picture,
+                counter-clockwise from the horizontal (0: left-right, like plants in a
+                side wind; 90: up-down, like water bobbing); None: the model's own
+                directions (``steer_direction``). The motion's energy is kept.
+            direction_strength: how much of the motion across that axis goes: 0 none, 1 all
+                (the default 0.8 keeps a fifth, a flutter across the wind).
             motion_mask: where things may move: an ``(H, W)`` array, PIL image, tensor or
                 path, white = may move, black = stays still, grey in between; resized to the
                 photo (stretched with a warning if its aspect differs). The sampled motion
@@ -1172,6 +1228,10 @@ class MotionPipeline(DiffusionPipeline):
         if motion_smoothing is None:
             motion_smoothing = self.config.get("motion_smoothing", 0.0)
         motion_smoothing = check_finite("motion_smoothing", motion_smoothing, 0.0)
+        if motion_direction is not None:
+            motion_direction, direction_strength = check_direction(
+                motion_direction, direction_strength
+            )
         self.resolve_renderer(renderer)  # a bad name fails before any work
 
         # seconds per stage of this call, for the command line's summary
@@ -1218,6 +1278,8 @@ class MotionPipeline(DiffusionPipeline):
         )  # fmt: skip
         timings["sample"], start = time.perf_counter() - start, time.perf_counter()
         spectral = smooth_spectral(spectral, motion_smoothing)
+        if motion_direction is not None:
+            spectral = steer_direction(spectral, motion_direction, direction_strength)
 
         # 3. to the output frame (D[0] = 0, upsampled, scaled, amplitude, mask)
         # (the visible gain is measured on the model's motion, so that ``amplitude`` still

@@ -113,13 +113,26 @@ def test_command_line_prints_one_line_errors(tmp_path):
     [("--guidance_scale", "inf"), ("--guidance_scale", "nan"), ("--guidance_scale", "-3"),
      ("--speed", "inf"), ("--fps", "inf"), ("--fps", "1000"), ("--loop_guidance_scale", "nan"),
      ("--num_inference_steps", "5000"), ("--seed", "99999999999999999999"), ("--seed", "-1"),
-     ("--motion_smoothing", "-1"), ("--motion_smoothing", "nan")],
+     ("--motion_smoothing", "-1"), ("--motion_smoothing", "nan"), ("--direction", "nan"),
+     ("--direction", "inf")],
 )  # fmt: skip
 def test_every_number_is_checked_before_any_model_loads(tmp_path, flag, value):
     """The model folder does not exist: the flag must be refused first."""
     with pytest.raises(ValueError, match=flag):
         sample.main(["--image", str(_photo(tmp_path / "a.png")), "--output", str(tmp_path / "o"),
                      "--model", str(tmp_path / "no_model"), flag, value])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--direction", "0", "--direction_strength", "1.5"], "--direction_strength must be"),
+     (["--direction_strength", "0.5"], "pass a --direction too"),
+     (["--direction", "0", "--poke", "10,10,2,0"], "a --poke's is its DX, DY")],
+)  # fmt: skip
+def test_direction_flags_are_checked_before_any_model_loads(tmp_path, flags, message):
+    with pytest.raises(ValueError, match=message):
+        sample.main(["--image", str(_photo(tmp_path / "a.png")), "--output", str(tmp_path / "o"),
+                     "--model", str(tmp_path / "no_model"), *flags])  # fmt: skip
 
 
 def test_frames_that_cannot_fit_in_memory_are_refused_up_front(tmp_path):

@@ -140,6 +140,19 @@ def test_motion_smoothing_flag_blurs_the_sampled_motion(model_dir, photos, tmp_p
     assert detail[1] < 0.5 * detail[0]
 
 
+def test_direction_flag_makes_the_motion_sway_along_its_axis(model_dir, photos, tmp_path):
+    """--direction 90 --direction_strength 1: the saved volume moves up and down only."""
+    flags = ("--format", "frames", "--renderer", "remap", "--save_motion", "--motion_mask", "none")
+    _run(model_dir, photos / "leaf.png", tmp_path / "free", *flags)
+    _run(model_dir, photos / "leaf.png", tmp_path / "up", *flags, "--direction", "90",
+         "--direction_strength", "1")  # fmt: skip
+    free, vertical = (
+        np.load(next((tmp_path / d).rglob("*.npz")))["spectral"][1:] for d in ("free", "up")
+    )
+    assert np.square(free[:, 0:2]).sum() > 0.05 * np.square(free).sum()  # x motion before
+    assert np.square(vertical[:, 0:2]).sum() < 1e-8 * np.square(vertical).sum()
+
+
 def test_folder_batch_goes_past_a_bad_file(model_dir, photos, tmp_path, capsys):
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     code = _run(model_dir, photos, tmp_path / "out", "--renderer", "softsplat", "--format", "mp4")
