@@ -54,6 +54,15 @@ EXAMPLES_DIR = REPO_ROOT / "data" / "examples"
 EXAMPLES = sorted(str(path) for path in EXAMPLES_DIR.glob("*.jpg"))
 # Long side of the output in px; 256 is the model's own size (fast on a CPU).
 OUTPUT_SIDES = (256, 384, 512, 768, 1024)
+# The demo's sway directions: label -> the pipeline's ``motion_direction`` (degrees,
+# counter-clockwise from the horizontal as seen; None: the model's own directions).
+SWAY_DIRECTIONS = {
+    "any": None,
+    "left-right": 0.0,
+    "up-down": 90.0,
+    "diagonal /": 45.0,
+    "diagonal \\": 135.0,
+}
 DEFAULT_FRAMES = 60
 DEFAULT_FPS = 30.0
 # A poke's response clip: 3 s, long enough to see the slow modes (the shipped weights put
@@ -192,13 +201,15 @@ class Demo:
         use_mask: bool = True,
         auto_mask: bool = True,
         visible: bool = True,
+        direction: str = next(iter(SWAY_DIRECTIONS)),
     ) -> tuple[str, str, Motion, str]:
         """Sample the motion and render the animation: ``(gif, mp4, motion, message)``.
 
         Without a painted mask (or with ``use_mask`` off), ``auto_mask`` gates the motion by
         the pipeline's automatic mask (vegetation and water); off, the model moves the whole
         photo. ``visible``: ``amplitude`` 1 is sample.py's visible motion (the pipeline's
-        ``amplitude_reference="visible"``); off, the model's own amplitude.
+        ``amplitude_reference="visible"``); off, the model's own amplitude. ``direction``:
+        a key of ``SWAY_DIRECTIONS`` (the axis things sway along).
         """
         from models.pipeline_motion import MotionPipelineWarning
 
@@ -213,6 +224,10 @@ class Demo:
         long_side = int(_number("output size", long_side, 64, 1024))
         if renderer not in RENDERERS:
             raise UserError(f"renderer must be one of {', '.join(RENDERERS)}, got {renderer!r}")
+        if direction not in SWAY_DIRECTIONS:
+            raise UserError(
+                f"sway direction must be one of {', '.join(SWAY_DIRECTIONS)}, got {direction!r}"
+            )
         mask = mask_from_editor(editor) if use_mask else None
         provider = DEFAULT_MASK_PROVIDER if auto_mask else None
         size = output_size(photo.shape[1], photo.shape[0], long_side)
@@ -222,7 +237,7 @@ class Demo:
             reference = DEFAULT_AMPLITUDE_REFERENCE if visible else "model"
             out = self._call_pipeline(
                 photo, seed, num_frames, speed, amplitude, reference, mask, loop, size, renderer,
-                provider,
+                provider, SWAY_DIRECTIONS[direction],
             )  # fmt: skip
         notes = "".join(
             f" Note: {w.message}." for w in caught if issubclass(w.category, MotionPipelineWarning)
@@ -259,7 +274,7 @@ class Demo:
 
     def _call_pipeline(
         self, photo, seed, num_frames, speed, amplitude, reference, mask, loop, size, renderer,
-        provider,
+        provider, direction=None,
     ):  # fmt: skip
         """The one pipeline call of an animation (the benchmark times it alone)."""
         import torch
@@ -274,6 +289,7 @@ class Demo:
             speed=speed,
             amplitude=amplitude,
             amplitude_reference=reference,
+            motion_direction=direction,
             motion_mask=mask,
             mask_provider=provider,
             loop_guidance_scale=1.0 if loop else 0.0,
@@ -403,6 +419,13 @@ def build_demo(demo: Demo):
                         info="amplitude 1 = lifted to ~1 px; off: the model's own",
                     )
                     speed = gr.Slider(0.25, 4.0, value=1.0, step=0.05, label="Speed")
+                    direction = gr.Dropdown(
+                        list(SWAY_DIRECTIONS),
+                        value=next(iter(SWAY_DIRECTIONS)),
+                        label="Sway direction",
+                        info="any: the model's own",
+                        elem_id="direction",
+                    )
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="Seed", minimum=0)
                     long_side = gr.Dropdown(
@@ -459,10 +482,10 @@ def build_demo(demo: Demo):
         upload.change(_guard(on_upload, 3), inputs=[upload], outputs=[photo_state, editor, status])
 
         def on_animate(photo, editor_value, amp, spd, lp, sd, side, frames, rend, masked, auto,
-                       lift, progress=TQDM_PROGRESS):  # fmt: skip
+                       lift, sway, progress=TQDM_PROGRESS):  # fmt: skip
             progress(0.0, desc="sampling the motion")
             gif, mp4, motion, message = demo.animate(
-                photo, editor_value, amp, spd, lp, sd, side, frames, rend, masked, auto, lift
+                photo, editor_value, amp, spd, lp, sd, side, frames, rend, masked, auto, lift, sway
             )
             return gif, mp4, motion, motion.photo, message
 
@@ -481,6 +504,7 @@ def build_demo(demo: Demo):
                 use_mask,
                 auto_mask,
                 visible,
+                direction,
             ],  # fmt: skip
             outputs=[animation, animation_mp4, motion_state, poke_target, status],
         )

@@ -102,6 +102,15 @@ def test_the_painted_layer_is_the_mask(demo):
     assert demo.pipe.calls[-1]["mask_provider"] is None and "whole photo" in message
 
 
+def test_sway_direction_reaches_the_pipeline(demo):
+    photo, editor, _ = demo.load_photo(str(EXAMPLE))
+    animate(demo, photo, editor)
+    assert demo.pipe.calls[-1]["motion_direction"] is None  # the model's own directions
+    for label, degrees in app.SWAY_DIRECTIONS.items():
+        animate(demo, photo, editor, direction=label)
+        assert demo.pipe.calls[-1]["motion_direction"] == degrees
+
+
 def test_amplitude_one_is_the_visible_motion_unless_unticked(demo):
     photo, editor, _ = demo.load_photo(str(EXAMPLE))
     animate(demo, photo, editor)
@@ -143,6 +152,7 @@ def test_huge_upload_is_reduced(demo, tmp_path):
         ({"seed": None}, "seed must be a number"),
         ({"long_side": 5000}, "output size must be"),
         ({"renderer": "magic"}, "renderer must be"),
+        ({"direction": "sideways"}, "sway direction must be one of"),
     ],
 )
 def test_bad_fields_get_a_message(demo, overrides, words):
@@ -208,6 +218,10 @@ def test_the_real_pipeline_through_the_demo(one_torch_thread):
     row, col = np.unravel_index(np.argmax(energy), energy.shape)
     gif, mp4, message = demo.poke(motion, col, row, 8.0, 0.0, 0.1)
     assert gif_frames(gif) > 1 and float(message.split("up to ")[1].split(" px")[0]) > 1.0
+    _, _, upright, _ = animate(demo, photo, editor, num_frames=2, renderer="softsplat",
+                               direction="up-down")  # fmt: skip
+    # the default strength keeps a fifth of the motion across: a 25th of its energy
+    assert np.square(upright.spectral[1:, 0:2]).sum() < 0.05 * np.square(upright.spectral[1:]).sum()
 
 
 class SlowStandIn(StandInPipeline):
