@@ -30,6 +30,7 @@ from models.pipeline_motion import (
     AMPLITUDE_REFERENCES,
     DEFAULT_DIRECTION_STRENGTH,
     DEFAULT_MASK_PROVIDER,
+    check_direction,
     check_finite,
     default_output_size,
     estimate_memory_bytes,
@@ -172,19 +173,16 @@ def check_args(args: argparse.Namespace) -> None:
     _finite(args, "loop_guidance_scale", 0.0)
     if args.motion_smoothing is not None:
         _finite(args, "motion_smoothing", 0.0)
-    if args.direction is not None:
-        if not math.isfinite(args.direction):
-            raise ValueError(
-                f"--direction must be a finite number of degrees, got {args.direction}"
-            )
-        if args.poke:
-            raise ValueError("--direction steers the sampled motion; a --poke's is its DX, DY")
+    if args.direction_strength is not None and args.direction is None:
+        raise ValueError("--direction_strength only shapes --direction; pass a --direction too")
     if args.direction_strength is None:
         args.direction_strength = DEFAULT_DIRECTION_STRENGTH
-    elif args.direction is None:
-        raise ValueError("--direction_strength only shapes --direction; pass a --direction too")
-    else:
-        _finite(args, "direction_strength", 0.0, 1.0)
+    if args.direction is not None:
+        args.direction, args.direction_strength = check_direction(
+            args.direction, args.direction_strength, ("--direction", "--direction_strength")
+        )
+        if args.poke:
+            raise ValueError("--direction steers the sampled motion; a --poke's is its DX, DY")
     # Read once, refused here if missing, unreadable or all still.
     args.mask, args.provider = _resolve_motion_mask(args)
     from models.interactive_dynamics import DEFAULT_DAMPING, parse_poke

@@ -434,13 +434,17 @@ def smooth_spectral(spectral: torch.Tensor, sigma: float) -> torch.Tensor:
     return flat.reshape(spectral.shape)
 
 
-def check_direction(direction: float, strength: float) -> tuple[float, float]:
-    """``(direction, strength)`` as floats, or ValueError: a direction must be a finite number
-    of degrees, a strength within [0, 1]."""
+def check_direction(
+    direction: float,
+    strength: float,
+    names: tuple[str, str] = ("motion_direction", "direction_strength"),
+) -> tuple[float, float]:
+    """``(direction, strength)`` as floats, or ValueError naming ``names``: a direction must be
+    a finite number of degrees, a strength within [0, 1]."""
     direction = float(direction)
     if not math.isfinite(direction):
-        raise ValueError(f"motion_direction must be a finite number of degrees, got {direction}")
-    return direction, check_finite("direction_strength", strength, 0.0, maximum=1.0)
+        raise ValueError(f"{names[0]} must be a finite number of degrees, got {direction}")
+    return direction, check_finite(names[1], strength, 0.0, maximum=1.0)
 
 
 def steer_direction(
@@ -462,7 +466,8 @@ def steer_direction(
     # the picture's y axis points down: counter-clockwise as seen is (cos, -sin)
     radians = math.radians(direction)
     along = spectral.new_tensor([math.cos(radians), -math.sin(radians)])
-    x, y = spectral[:, :, 0:2], spectral[:, :, 2:4]  # (re, im) of each component
+    # channels (re_x, im_x, re_y, im_y): the (re, im) pair of each component
+    x, y = spectral[:, :, 0:2], spectral[:, :, 2:4]
     projection = x * along[0] + y * along[1]  # the complex coefficient along the axis
     keep = 1.0 - strength
     steered = torch.cat(
@@ -472,7 +477,6 @@ def steer_direction(
         ],
         dim=2,
     )
-    # channels (re_x, im_x, re_y, im_y): x is 0:2 and y 2:4, as cat puts them back
     before = spectral[:, 1:].square().sum(dim=(1, 2, 3, 4))
     after = steered[:, 1:].square().sum(dim=(1, 2, 3, 4))
     scale = torch.where(after > 0, (before / after.clamp_min(1e-30)).sqrt(), torch.ones_like(after))
