@@ -46,7 +46,7 @@ from generators.gid import (  # noqa: E402
     DEFAULT_SCHEDULER,
     RENDERERS,
 )
-from models.pipeline_motion import DEFAULT_MASK_PROVIDER  # noqa: E402
+from models.pipeline_motion import DEFAULT_MASK_PROVIDER, loop_advice  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = REPO_ROOT / "weights" / "default"
@@ -242,6 +242,9 @@ class Demo:
         notes = "".join(
             f" Note: {w.message}." for w in caught if issubclass(w.category, MotionPipelineWarning)
         )
+        advice = loop_advice(num_frames, self.pipe.motion_config, DEFAULT_FPS, speed)
+        if advice is not None:
+            notes += f" Note: {advice}."
         frames = np.asarray(out.frames[0])
         gif, mp4 = write_clip(frames, DEFAULT_FPS, f"animation_seed{seed}", self.clip_root)
         motion = Motion(

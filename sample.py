@@ -42,8 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     return load_method(args.method).run(args)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def cli() -> int:
-    """``main`` for the command line: a user error prints one line, not a traceback."""
+    """``main`` for the command line: a user error prints one line, not a traceback, and so
+    does a warning."""
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     try:
         return main()
     except (ValueError, OSError, MemoryError) as error:  # bad input, missing/unwritable files

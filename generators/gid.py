@@ -34,6 +34,7 @@ from models.pipeline_motion import (
     check_finite,
     default_output_size,
     estimate_memory_bytes,
+    loop_advice,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -463,6 +464,18 @@ def run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.model, args.renderer, pick_device(args.device))
     pipeline.set_scheduler(args.scheduler)
     timings["load"] = time.perf_counter() - start
+    # a poke's response rings down: it is not a loop
+    advice = (
+        None
+        if args.pokes
+        else loop_advice(args.num_frames, pipeline.motion_config, args.fps, args.speed)
+    )
+    if advice is not None:
+        warnings.warn(
+            f"--num_frames {args.num_frames} at --fps {args.fps:g}, --speed {args.speed:g}: "
+            f"{advice}",
+            stacklevel=2,
+        )
 
     def process(photo: Path) -> str:
         return animate(args, pipeline, photo, targets[photo], timings)

@@ -483,6 +483,30 @@ def steer_direction(
     return steered * scale.view(-1, 1, 1, 1, 1)
 
 
+def frames_per_loop(config: MotionConfig, fps: float, speed: float = 1.0) -> float:
+    """Frames of an animation at ``fps`` and ``speed`` in one period of the motion (the
+    model's T frames at its fps: 150 at sample.py's defaults). An animation whose frame count
+    is a whole number of periods wraps without a jump; any other shows a cut where it wraps.
+    """
+    return config.num_frames / config.fps * fps / speed
+
+
+def loop_advice(
+    num_frames: int, config: MotionConfig, fps: float, speed: float = 1.0
+) -> str | None:
+    """None if ``num_frames`` frames wrap seamlessly (a whole number of periods, within half a
+    frame), else a sentence saying how much of the loop they cover and what would wrap."""
+    period = frames_per_loop(config, fps, speed)
+    loops = num_frames / period
+    if abs(loops - round(loops)) * period <= 0.5:
+        return None
+    seamless = round(max(1, round(loops)) * period)
+    return (
+        f"{num_frames} frames cover {loops:.2f} periods of the motion ({period:g} frames each), "
+        f"so the animation jumps where it wraps; {seamless} frames loop seamlessly"
+    )
+
+
 def estimate_memory_bytes(num_frames: int, output_size: tuple[int, int], num_freqs: int) -> int:
     """Bytes a call holds at once for one photo: frames (uint8), displacements and the
     spectral volume (float32) at the output size."""

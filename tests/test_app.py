@@ -102,6 +102,14 @@ def test_the_painted_layer_is_the_mask(demo):
     assert demo.pipe.calls[-1]["mask_provider"] is None and "whole photo" in message
 
 
+def test_a_clip_that_is_not_a_whole_loop_gets_a_note(demo):
+    photo, editor, _ = demo.load_photo(str(EXAMPLE))
+    *_, message = animate(demo, photo, editor, num_frames=60)  # 2 s of the model's 5 s loop
+    assert "jumps where it wraps; 150 frames loop seamlessly" in message
+    *_, message = animate(demo, photo, editor, num_frames=75, speed=2.0)
+    assert "wraps" not in message
+
+
 def test_sway_direction_reaches_the_pipeline(demo):
     photo, editor, _ = demo.load_photo(str(EXAMPLE))
     animate(demo, photo, editor)

@@ -33,6 +33,8 @@ from models.pipeline_motion import (
     default_output_size,
     displacement_at_frames,
     feathered_gate,
+    frames_per_loop,
+    loop_advice,
     loop_loss,
     model_frame_size,
     smooth_spectral,
@@ -823,6 +825,21 @@ def test_motion_direction_steers_the_sampled_motion_before_the_mask(pipe):
     ):
         with pytest.raises(ValueError, match="motion_direction|direction_strength"):
             run(pipe, image, **bad)
+
+
+def test_loop_advice_says_when_an_animation_jumps_where_it_wraps():
+    """sample.py's defaults (T 150 at 30 fps): 150 frames are one period, 300 two; 60 jump and
+    150 is suggested; speed and fps change the period; half a frame is tolerated."""
+    config = MotionConfig()  # the shipped model's T and fps
+    assert frames_per_loop(config, 30.0) == 150.0
+    assert frames_per_loop(config, 30.0, speed=2.0) == 75.0
+    assert frames_per_loop(config, 15.0) == 75.0
+    assert loop_advice(150, config, 30.0) is None and loop_advice(300, config, 30.0) is None
+    assert loop_advice(75, config, 30.0, speed=2.0) is None
+    advice = loop_advice(60, config, 30.0)
+    assert "0.40 periods" in advice and "150 frames loop seamlessly" in advice
+    assert "300 frames loop seamlessly" in loop_advice(280, config, 30.0)
+    assert loop_advice(214, config, 30.0, speed=0.7) is None  # 214.29 frames: within half a frame
 
 
 def sky_over_grass(width=128, height=96) -> np.ndarray:

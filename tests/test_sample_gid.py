@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -151,6 +153,19 @@ def test_direction_flag_makes_the_motion_sway_along_its_axis(model_dir, photos, 
     )
     assert np.square(free[:, 0:2]).sum() > 0.05 * np.square(free).sum()  # x motion before
     assert np.square(vertical[:, 0:2]).sum() < 1e-8 * np.square(vertical).sum()
+
+
+def test_a_clip_that_is_not_a_whole_loop_is_warned_about(model_dir, photos, tmp_path):
+    """The tiny model loops every 12 frames at 6 fps: 8 frames jump where they wrap (the
+    warning says 12 would not), 12 and 24 do not warn, nor does a poke's ring-down."""
+    flags = ("--format", "frames", "--renderer", "remap")
+    with pytest.warns(UserWarning, match="--num_frames 8 .*12 frames loop seamlessly"):
+        _run(model_dir, photos / "leaf.png", tmp_path / "a", *flags)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for count in ("12", "24"):
+            _run(model_dir, photos / "leaf.png", tmp_path / count, *flags, "--num_frames", count)
+        _run(model_dir, photos / "leaf.png", tmp_path / "p", *flags, "--poke", "10,10,2,0")
 
 
 def test_folder_batch_goes_past_a_bad_file(model_dir, photos, tmp_path, capsys):
