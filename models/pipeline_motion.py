@@ -469,12 +469,10 @@ def steer_direction(
     # channels (re_x, im_x, re_y, im_y): the (re, im) pair of each component
     x, y = spectral[:, :, 0:2], spectral[:, :, 2:4]
     projection = x * along[0] + y * along[1]  # the complex coefficient along the axis
+    # (1 - strength) of the whole vector plus strength of its part along the axis
     keep = 1.0 - strength
     steered = torch.cat(
-        [
-            projection * along[0] + keep * (x - projection * along[0]),
-            projection * along[1] + keep * (y - projection * along[1]),
-        ],
+        [keep * x + strength * projection * along[0], keep * y + strength * projection * along[1]],
         dim=2,
     )
     before = spectral[:, 1:].square().sum(dim=(1, 2, 3, 4))
